@@ -1,0 +1,66 @@
+package lab
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// writeDNSConfig writes the Corefiles and zone files both CoreDNS servers read:
+// the cluster DNS (authoritative for the cluster zone, forwarding the rest to
+// the outside host) and the outside upstream (authoritative for the outside
+// name). Neither ever talks to anything beyond the lab.
+func writeDNSConfig(l *Lab) error {
+	ext, _ := l.Host("ext")
+	clusterZone := filepath.Join(l.StateDir, "zone.cluster")
+	upstreamZone := filepath.Join(l.StateDir, "zone.upstream")
+	files := map[string]string{
+		filepath.Join(l.StateDir, "Corefile.cluster"): fmt.Sprintf(`%s:53 {
+    errors
+    file %s
+}
+.:53 {
+    errors
+    forward . %s:53 {
+        max_fails 0
+    }
+}
+`, l.ClusterDomain, clusterZone, ext.IP),
+		filepath.Join(l.StateDir, "Corefile.upstream"): fmt.Sprintf(`%s:53 {
+    errors
+    file %s
+}
+`, l.OutsideName, upstreamZone),
+		clusterZone:  clusterZoneFile(l),
+		upstreamZone: upstreamZoneFile(l, ext.IP),
+	}
+	for path, content := range files {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func soa(origin string) string {
+	return fmt.Sprintf("$ORIGIN %s.\n$TTL 5\n@ IN SOA ns.%s. hostmaster.%s. 1 7200 1800 86400 5\n@ IN NS ns.%s.\n",
+		origin, origin, origin, origin)
+}
+
+func clusterZoneFile(l *Lab) string {
+	var b strings.Builder
+	b.WriteString(soa(l.ClusterDomain))
+	fmt.Fprintf(&b, "ns IN A %s\n", dnsClusterIP)
+	for _, s := range l.Services {
+		fmt.Fprintf(&b, "%s.%s.svc IN A %s\n", s.Name, s.Namespace, s.ClusterIP)
+	}
+	for _, p := range l.Pods {
+		fmt.Fprintf(&b, "%s.%s.pod IN A %s\n", strings.ReplaceAll(p.IP, ".", "-"), p.Namespace, p.IP)
+	}
+	return b.String()
+}
+
+func upstreamZoneFile(l *Lab, ip string) string {
+	return soa(l.OutsideName) + fmt.Sprintf("ns IN A %s\n@ IN A %s\nwww IN A %s\n", ip, ip, ip)
+}

@@ -1,0 +1,275 @@
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/tools"
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// procMarker is set in the environment of every process the lab starts, as
+// NETDIAG_LAB_PROC=INSTANCE/NAME. The lab signals a process only when its
+// environment carries the marker: a reused PID, or a person's shell opened
+// inside a lab namespace, is never touched.
+const procMarker = "NETDIAG_LAB_PROC"
+
+// procState is what the state file remembers of a running process.
+type procState struct {
+	PID int    `json:"pid"`
+	Sig string `json:"sig"` // hash of namespace and argv: a change means restart
+}
+
+func (p *ProcSpec) signature(argv []string) string {
+	h := sha256.Sum256([]byte(p.Netns + "\x00" + strings.Join(argv, "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+func (p *ProcSpec) argv() ([]string, error) {
+	if p.Helper != "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find own executable for helper %s: %w", p.Helper, err)
+		}
+		return append([]string{exe, p.Helper}, p.Args...), nil
+	}
+	path, err := tools.Find("coredns")
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{path}, p.Args...), nil
+}
+
+// reconcileProcs stops processes that are not wanted (or are wanted with other
+// arguments) and starts the missing ones, then waits until each is serving.
+func reconcileProcs(ctx context.Context, d *Desired, st *state, o openSet, log *slog.Logger) error {
+	if st.Procs == nil {
+		st.Procs = map[string]procState{}
+	}
+	argvs := map[string][]string{}
+	for name, spec := range d.Procs {
+		argv, err := spec.argv()
+		if err != nil {
+			return err
+		}
+		argvs[name] = argv
+	}
+	for _, name := range sortedKeys(st.Procs) {
+		ps := st.Procs[name]
+		spec, wanted := d.Procs[name]
+		alive := ownedBy(ps.PID, d.Lab.Instance, name)
+		if wanted && alive && spec.signature(argvs[name]) == ps.Sig {
+			continue
+		}
+		if alive {
+			log.Debug("stopping lab process", "name", name, "pid", ps.PID)
+			stopPID(ps.PID)
+		}
+		delete(st.Procs, name)
+	}
+	var started []string
+	for _, name := range sortedKeys(d.Procs) {
+		if _, ok := st.Procs[name]; ok {
+			continue
+		}
+		spec := d.Procs[name]
+		pid, err := startProc(d.Lab, spec, argvs[name], o[spec.Netns].ns)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		log.Debug("started lab process", "name", name, "pid", pid, "netns", spec.Netns)
+		st.Procs[name] = procState{PID: pid, Sig: spec.signature(argvs[name])}
+		started = append(started, name)
+	}
+	for _, name := range started {
+		spec := d.Procs[name]
+		if err := waitReady(ctx, d.Lab, spec, st.Procs[name].PID, o[spec.Netns].ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func startProc(l *Lab, spec *ProcSpec, argv []string, ns *netns.NS) (int, error) {
+	logDir := filepath.Join(l.StateDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return 0, err
+	}
+	logf, err := os.OpenFile(filepath.Join(logDir, spec.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = l.StateDir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(cleanEnv(), fmt.Sprintf("%s=%s/%s", procMarker, l.Instance, spec.Name))
+	if spec.Helper != "" {
+		cmd.Env = append(cmd.Env, helperEnv+"=1")
+	}
+	// Its own session: the server outlives `netdiag lab up` and a Ctrl-C in
+	// the terminal that started it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := ns.Start(cmd); err != nil {
+		return 0, err
+	}
+	pid := cmd.Process.Pid
+	// Reap it if it exits while this process lives (tests keep running).
+	go cmd.Wait()
+	return pid, nil
+}
+
+// cleanEnv is the environment without lab markers, so a lab process started
+// from another never inherits the wrong identity.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, procMarker+"=") || strings.HasPrefix(kv, helperEnv+"=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.NS) error {
+	if spec.Ready == "" {
+		return nil
+	}
+	kind, addr, _ := strings.Cut(spec.Ready, ":")
+	deadline := time.Now().Add(10 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if !ownedBy(pid, l.Instance, spec.Name) {
+			return fmt.Errorf("%s exited right after start; see %s", spec.Name, filepath.Join(l.StateDir, "logs", spec.Name+".log"))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		switch kind {
+		case "tcp":
+			var c net.Conn
+			if c, last = ns.Dial(cctx, "tcp", addr); last == nil {
+				c.Close()
+			}
+		case "dns":
+			last = dnsPing(cctx, ns, addr)
+		}
+		cancel()
+		if last == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready on %s after 10s: %v; see %s", spec.Name, addr, last, filepath.Join(l.StateDir, "logs", spec.Name+".log"))
+}
+
+// dnsPing asks a DNS server for the root SOA over UDP; any reply means it is
+// serving.
+func dnsPing(ctx context.Context, ns *netns.NS, addr string) error {
+	c, err := ns.Dial(ctx, "udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	msg := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x4e44}, Questions: []dnsmessage.Question{{
+		Name: dnsmessage.MustNewName("."), Type: dnsmessage.TypeSOA, Class: dnsmessage.ClassINET}}}
+	b, err := msg.Pack()
+	if err != nil {
+		return err
+	}
+	if _, err := c.Write(b); err != nil {
+		return err
+	}
+	buf := make([]byte, 512)
+	_, err = c.Read(buf)
+	return err
+}
+
+// ownedBy reports whether pid is alive and is the lab process instance/name.
+func ownedBy(pid int, instance, name string) bool {
+	if pid <= 0 {
+		return false
+	}
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	if zombie(pid) {
+		return false
+	}
+	prefix := procMarker + "=" + instance + "/"
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if (name == "" && strings.HasPrefix(kv, prefix)) || kv == prefix+name {
+			return true
+		}
+	}
+	return false
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// The state letter follows the command name in parentheses.
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] == 'Z' || b[i+2] == 'X'
+	}
+	return false
+}
+
+// stopPID ends a lab process: SIGTERM, then SIGKILL after a second.
+func stopPID(pid int) {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		return
+	}
+	for i := 0; i < 50; i++ {
+		if zombie(pid) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.Signal(syscall.SIGKILL)
+	for i := 0; i < 50 && !zombie(pid); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// labPIDs finds every live process carrying the instance's marker, whether or
+// not the state file remembers it (after a crash it may not).
+func labPIDs(instance string) []int {
+	entries, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if ownedBy(pid, instance, "") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
