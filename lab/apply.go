@@ -80,6 +80,14 @@ func apply(ctx context.Context, d *Desired, st *state, log *slog.Logger) error {
 	if err := applyNetfilter(ctx, d, o); err != nil {
 		return fmt.Errorf("apply firewall rules: %w", err)
 	}
+	// Connections tracked under the previous rules and routes keep their NAT
+	// bindings and would carry a healed fault over into the next checks, as
+	// stale conntrack entries do on real nodes after a rule change.
+	for _, name := range d.order() {
+		if err := o[name].nl.ConntrackTableFlush(netlink.ConntrackTable); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("flush conntrack in %s: %w", name, err)
+		}
+	}
 	for path, content := range d.Resolv {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return err

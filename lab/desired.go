@@ -137,7 +137,7 @@ type ProcSpec struct {
 	Helper string
 	Args   []string
 	// Ready says how to know the process is serving: "tcp:ADDR", "dns:ADDR",
-	// or "" for none.
+	// "log:TEXT" (TEXT appears in its output), or "" for none.
 	Ready string
 }
 

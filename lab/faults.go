@@ -94,7 +94,7 @@ var Faults = []*Fault{
 	},
 	{
 		Name: "firewall-node", Class: "network-unreachable", Cause: "firewall",
-		Summary:  "an nftables forward rule on node-b drops all traffic to default/web's pod IP",
+		Summary:  "an nftables forward rule on node-b drops every new connection to default/web's pod IP",
 		Breaks:   toWebPod,
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
@@ -102,7 +102,7 @@ var Faults = []*Fault{
 			d.node("node-b").Filter.Nft = fmt.Sprintf(`table inet netdiag_policy {
 	chain forward {
 		type filter hook forward priority -10; policy accept;
-		ip daddr %s counter drop comment "deny traffic to default/web"
+		ip daddr %s ct state new counter drop comment "deny new connections to default/web"
 	}
 }
 `, web.IP)
@@ -152,7 +152,7 @@ var Faults = []*Fault{
 			// 2.5 s of queue: a probe that gets in still misses its deadline.
 			d.node("node-b").Qdiscs["eth0"] = QdiscConfig{RateBytesPerSec: 8000, BufferBytes: 2000, LimitBytes: 20000}
 			d.Procs["flood"] = &ProcSpec{Name: "flood", Netns: b.Netns, Helper: "flood",
-				Args: []string{"--to", hostPort(extIP, 9), "--pps", "2000", "--size", "1000"}}
+				Args: []string{"--to", hostPort(extIP, 9), "--pps", "2000", "--size", "1000"}, Ready: "log:flooding"}
 		},
 	},
 	{
@@ -203,15 +203,17 @@ var Faults = []*Fault{
 	},
 	{
 		Name: "port-exhaustion", Class: "port-unreachable", Cause: "port-exhaustion",
-		Summary:  "default/client's ephemeral port range is two ports wide and both hold connections to default/web:8080",
+		Summary:  "default/client's ephemeral port range is eight ports wide and every one holds a connection to default/web:8080",
 		Breaks:   []string{ckWebPod, ckWebPost},
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			client := d.Lab.mustPod("default/client")
 			web := d.Lab.mustPod("default/web")
-			d.pod("default/client").Sysctls["ipv4.ip_local_port_range"] = "61000\t61001"
+			// Eight, not one: other destinations and UDP (DNS) still find a port,
+			// as on a real node where one busy destination exhausts its tuples.
+			d.pod("default/client").Sysctls["ipv4.ip_local_port_range"] = "61000\t61007"
 			d.Procs["hold"] = &ProcSpec{Name: "hold", Netns: client.Netns, Helper: "hold",
-				Args: []string{"--to", hostPort(web.IP, 8080), "--count", "2"}}
+				Args: []string{"--to", hostPort(web.IP, 8080), "--count", "8"}, Ready: "log:holding"}
 		},
 	},
 	{

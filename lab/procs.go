@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -80,12 +81,14 @@ func reconcileProcs(ctx context.Context, d *Desired, st *state, o openSet, log *
 		delete(st.Procs, name)
 	}
 	var started []string
+	logStart := map[string]int64{}
 	for _, name := range sortedKeys(d.Procs) {
 		if _, ok := st.Procs[name]; ok {
 			continue
 		}
 		spec := d.Procs[name]
-		pid, err := startProc(d.Lab, spec, argvs[name], o[spec.Netns].ns)
+		pid, off, err := startProc(d.Lab, spec, argvs[name], o[spec.Netns].ns)
+		logStart[name] = off
 		if err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
@@ -95,23 +98,29 @@ func reconcileProcs(ctx context.Context, d *Desired, st *state, o openSet, log *
 	}
 	for _, name := range started {
 		spec := d.Procs[name]
-		if err := waitReady(ctx, d.Lab, spec, st.Procs[name].PID, o[spec.Netns].ns); err != nil {
+		if err := waitReady(ctx, d.Lab, spec, st.Procs[name].PID, o[spec.Netns].ns, logStart[name]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func startProc(l *Lab, spec *ProcSpec, argv []string, ns *netns.NS) (int, error) {
+// startProc starts one lab process and returns its PID and where its output
+// starts in its log, which keeps the output of earlier runs.
+func startProc(l *Lab, spec *ProcSpec, argv []string, ns *netns.NS) (int, int64, error) {
 	logDir := filepath.Join(l.StateDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	logf, err := os.OpenFile(filepath.Join(logDir, spec.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer logf.Close()
+	var off int64
+	if fi, err := logf.Stat(); err == nil {
+		off = fi.Size()
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = l.StateDir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -123,12 +132,12 @@ func startProc(l *Lab, spec *ProcSpec, argv []string, ns *netns.NS) (int, error)
 	// the terminal that started it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := ns.Start(cmd); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	pid := cmd.Process.Pid
 	// Reap it if it exits while this process lives (tests keep running).
 	go cmd.Wait()
-	return pid, nil
+	return pid, off, nil
 }
 
 // cleanEnv is the environment without lab markers, so a lab process started
@@ -144,7 +153,7 @@ func cleanEnv() []string {
 	return env
 }
 
-func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.NS) error {
+func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.NS, logStart int64) error {
 	if spec.Ready == "" {
 		return nil
 	}
@@ -152,8 +161,11 @@ func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.N
 	deadline := time.Now().Add(10 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		if !ownedBy(pid, l.Instance, spec.Name) {
-			return fmt.Errorf("%s exited right after start; see %s", spec.Name, filepath.Join(l.StateDir, "logs", spec.Name+".log"))
+		// Not ownedBy: right after exec the kernel may not have set up the
+		// new environment yet, and this PID is the child just started.
+		if zombie(pid) {
+			logPath := filepath.Join(l.StateDir, "logs", spec.Name+".log")
+			return fmt.Errorf("%s exited right after start: %s (log: %s)", spec.Name, logTail(logPath, logStart), logPath)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		switch kind {
@@ -164,6 +176,8 @@ func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.N
 			}
 		case "dns":
 			last = dnsPing(cctx, ns, addr)
+		case "log":
+			last = logContains(filepath.Join(l.StateDir, "logs", spec.Name+".log"), logStart, addr)
 		}
 		cancel()
 		if last == nil {
@@ -174,7 +188,43 @@ func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.N
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready on %s after 10s: %v; see %s", spec.Name, addr, last, filepath.Join(l.StateDir, "logs", spec.Name+".log"))
+	return fmt.Errorf("%s not ready (%s) after 10s: %v; see %s", spec.Name, spec.Ready, last, filepath.Join(l.StateDir, "logs", spec.Name+".log"))
+}
+
+// logTail returns the last lines a process wrote after offset, for errors.
+func logTail(path string, offset int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "no output"
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, offset, 1<<20))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	if out := strings.Join(lines, " | "); out != "" {
+		return out
+	}
+	return "no output"
+}
+
+// logContains reports whether a process's log holds text after offset: a
+// helper that has no port to probe says it is ready by printing.
+func logContains(path string, offset int64, text string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, offset, 1<<20))
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), text) {
+		return fmt.Errorf("has not printed %q yet", text)
+	}
+	return nil
 }
 
 // dnsPing asks a DNS server for the root SOA over UDP; any reply means it is

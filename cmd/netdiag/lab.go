@@ -378,53 +378,66 @@ func printMap(w io.Writer, st *lab.Status) {
 		fmt.Fprintf(w, " since %s", st.Since.Local().Format("15:04:05"))
 	}
 	fmt.Fprintf(w, "), faults: %s\n", faults)
-	fmt.Fprintf(w, "cluster %s, Services %s, domain %s, DNS Service %s\n\n", st.ClusterCIDR, st.ServiceCIDR, st.ClusterDomain, st.DNSService)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tINTERNAL IP\tPODCIDR\tOVERLAY\tKUBE-PROXY\tNETNS")
-	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s vxlan vni %d port %d local %s mtu %d\t%s\t%s\n", n.Name, n.InternalIP, n.PodCIDR,
-			n.Overlay.Device, n.Overlay.VNI, n.Overlay.Port, n.Overlay.Local, n.Overlay.MTU, n.KubeProxy, n.NetnsPath)
-	}
-	fmt.Fprintln(tw, "\t\t\t\t\t")
-	fmt.Fprintln(tw, "POD\tIP\tNODE\tPORTS\tREADY\tNETNS")
-	for _, p := range st.Pods {
-		ports := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(p.Ports)), ","), "[]")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", p.Key(), p.IP, p.Node, ports, p.Ready, p.NetnsPath)
-	}
-	fmt.Fprintln(tw, "\t\t\t\t\t")
-	fmt.Fprintln(tw, "SERVICE\tCLUSTER IP\tPORTS\tENDPOINTS\t\t")
-	for _, s := range st.Services {
-		var ports, eps []string
-		for _, p := range s.Ports {
-			ports = append(ports, fmt.Sprintf("%d/%s->%d", p.Port, p.Protocol, p.TargetPort))
-		}
-		for _, e := range s.Endpoints {
-			who := e.Pod
-			if who == "" {
-				who = "host network on " + e.Node
-			}
-			ready := ""
-			if !e.Ready {
-				ready = " NOT READY"
-			}
-			eps = append(eps, fmt.Sprintf("%s (%s)%s", e.IP, who, ready))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\n", s.Key(), s.ClusterIP, strings.Join(ports, ","), strings.Join(eps, ", "))
-	}
-	fmt.Fprintln(tw, "\t\t\t\t\t")
-	fmt.Fprintln(tw, "HOST\tIP\tROLE\t\t\tNETNS")
-	for _, h := range st.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t%s\n", h.Name, h.IP, h.Role, h.NetnsPath)
-	}
-	tw.Flush()
-	if len(st.Processes) > 0 {
+	fmt.Fprintf(w, "cluster %s, Services %s, domain %s, DNS Service %s\n", st.ClusterCIDR, st.ServiceCIDR, st.ClusterDomain, st.DNSService)
+
+	// One table per section: columns of different sections have nothing to
+	// do with each other, so they must not share widths.
+	table := func(header string, rows func(tw io.Writer)) {
 		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "PROCESS\tPID\tRUNNING\tNETNS")
-		for _, p := range st.Processes {
-			fmt.Fprintf(tw, "%s\t%d\t%v\t%s\n", p.Name, p.PID, p.Running, p.Netns)
-		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, header)
+		rows(tw)
 		tw.Flush()
+	}
+	table("NODE\tINTERNAL IP\tPODCIDR\tOVERLAY\tKUBE-PROXY\tNETNS", func(tw io.Writer) {
+		for _, n := range st.Nodes {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s vxlan vni %d port %d local %s mtu %d\t%s\t%s\n", n.Name, n.InternalIP, n.PodCIDR,
+				n.Overlay.Device, n.Overlay.VNI, n.Overlay.Port, n.Overlay.Local, n.Overlay.MTU, n.KubeProxy, n.NetnsPath)
+		}
+	})
+	table("POD\tIP\tNODE\tPORTS\tREADY\tNETNS", func(tw io.Writer) {
+		for _, p := range st.Pods {
+			ports := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(p.Ports)), ","), "[]")
+			if ports == "" {
+				ports = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", p.Key(), p.IP, p.Node, ports, p.Ready, p.NetnsPath)
+		}
+	})
+	table("SERVICE\tCLUSTER IP\tPORTS\tENDPOINTS", func(tw io.Writer) {
+		for _, s := range st.Services {
+			var ports, eps []string
+			for _, p := range s.Ports {
+				ports = append(ports, fmt.Sprintf("%d/%s->%d", p.Port, p.Protocol, p.TargetPort))
+			}
+			for _, e := range s.Endpoints {
+				who := e.Pod
+				if who == "" {
+					who = "host network on " + e.Node
+				}
+				ready := ""
+				if !e.Ready {
+					ready = " NOT READY"
+				}
+				eps = append(eps, fmt.Sprintf("%s (%s)%s", e.IP, who, ready))
+			}
+			if len(eps) == 0 {
+				eps = []string{"none"}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Key(), s.ClusterIP, strings.Join(ports, ","), strings.Join(eps, ", "))
+		}
+	})
+	table("HOST\tIP\tNETNS\tROLE", func(tw io.Writer) {
+		for _, h := range st.Hosts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Name, h.IP, h.NetnsPath, h.Role)
+		}
+	})
+	if len(st.Processes) > 0 {
+		table("PROCESS\tPID\tRUNNING\tNETNS", func(tw io.Writer) {
+			for _, p := range st.Processes {
+				fmt.Fprintf(tw, "%s\t%d\t%v\t%s\n", p.Name, p.PID, p.Running, p.Netns)
+			}
+		})
 	}
 	if len(st.Missing) > 0 {
 		fmt.Fprintf(w, "\nmissing namespaces: %s (run `netdiag lab down --instance %s` and up again)\n", strings.Join(st.Missing, ", "), st.Instance)

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/netdiag/netdiag/lab/labtest"
+)
+
+func TestMain(m *testing.M) { labtest.Main(m) }
+
+// TestBadInput: every bad input exits 2 with one line that says what was wrong
+// and what is accepted.
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: demo, lab, version"},
+		{[]string{"lab", "nosuch"}, "accepted: up, down, status"},
+		{[]string{"lab", "fault"}, "give exactly one fault name"},
+		{[]string{"lab", "fault", "nosuch"}, "nosuch"},
+		{[]string{"lab", "up", "--instance", "Bad-Name"}, "Bad-Name"},
+		{[]string{"lab", "status", "-o", "yaml"}, "accepted: text, json"},
+		{[]string{"lab", "up", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"demo", "--fault", "nosuch"}, "nosuch"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (stderr %q)", tc.args, code, exitUsage, errb.String())
+		}
+		if !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: stderr %q lacks %q", tc.args, errb.String(), tc.want)
+		}
+	}
+}
+
+// TestHelp: every command's --help exits 0 and teaches with an example.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"}, {"help", "lab"}, {"lab", "--help"}, {"lab", "up", "--help"}, {"lab", "down", "--help"},
+		{"lab", "status", "--help"}, {"lab", "faults", "--help"}, {"lab", "fault", "--help"},
+		{"lab", "clear", "--help"}, {"lab", "check", "--help"}, {"demo", "--help"}, {"version", "--help"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != exitOK {
+			t.Errorf("%v: exit %d (stderr %q)", args, code, errb.String())
+		}
+		if !strings.Contains(out.String(), "Usage") && !strings.Contains(out.String(), "Commands:") {
+			t.Errorf("%v: help does not show usage: %q", args, out.String())
+		}
+	}
+}
+
+func TestFaultsListed(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"lab", "faults"}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"loopback-only", "port-unreachable/loopback-only", "cni-anomaly/podcidr-exhausted"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("lab faults lacks %q", want)
+		}
+	}
+}
