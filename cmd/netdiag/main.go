@@ -38,6 +38,7 @@ type cli struct {
 
 func commands() []command {
 	return []command{
+		{"collect", "run collectors in network namespaces and print the raw evidence", runCollect},
 		{"demo", "run the main job end to end on the fault lab (no cluster, no Slack)", runDemo},
 		{"lab", "build, break and heal the fault lab (a two-node cluster network in namespaces)", runLab},
 		{"version", "print the version", runVersion},

@@ -133,7 +133,10 @@ func (n *NS) String() string { return fmt.Sprintf("%s (net:[%d])", n.path, n.ino
 // Handle returns a netlink handle whose requests act in the namespace. The
 // caller closes it.
 func (n *NS) Handle() (*netlink.Handle, error) {
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(n.Fd()))
+	// Every netlink family the project uses must be listed: for a family
+	// without a socket here, the library silently opens one in the
+	// caller's namespace (sock_diag would list the host's sockets).
+	h, err := netlink.NewHandleAt(vnetns.NsHandle(n.Fd()), unix.NETLINK_ROUTE, unix.NETLINK_NETFILTER, unix.NETLINK_INET_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", n.path, err)
 	}
@@ -285,6 +288,25 @@ func (n *NS) ReadSysctl(key string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// ReadFiles reads files as seen from a thread inside the namespace, in one
+// switch: /proc/sys/net and /proc/thread-self/net show the reader's namespace.
+// A file that cannot be read is left out, its error in errs.
+func (n *NS) ReadFiles(paths []string) (files map[string][]byte, errs map[string]error, err error) {
+	files, errs = map[string][]byte{}, map[string]error{}
+	err = n.Do(func() error {
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				errs[p] = err
+				continue
+			}
+			files[p] = b
+		}
+		return nil
+	})
+	return files, errs, err
+}
+
 // WriteSysctl writes a value under /proc/sys/net inside the namespace.
 func (n *NS) WriteSysctl(key, value string) error {
 	p, err := sysctlPath(key)
@@ -299,7 +321,12 @@ func (n *NS) WriteSysctl(key, value string) error {
 }
 
 func sysctlPath(key string) (string, error) {
-	key = strings.TrimPrefix(strings.ReplaceAll(key, ".", "/"), "net/")
+	// Dotted form (ipv4.ip_forward) unless it already has slashes: interface
+	// names such as flannel.1 contain dots.
+	if !strings.Contains(key, "/") {
+		key = strings.ReplaceAll(key, ".", "/")
+	}
+	key = strings.TrimPrefix(key, "net/")
 	if key == "" || strings.Contains(key, "..") {
 		return "", fmt.Errorf("invalid sysctl key %q (expected e.g. ipv4.ip_forward)", key)
 	}

@@ -1,0 +1,323 @@
+// Package collectors are netdiag's hands: what an engineer runs by hand on a
+// node (ip link/route/neigh, sysctl, iptables-save, nft, ipvsadm, ss, cat
+// resolv.conf, ping, paping, dig, tracepath, mtr, tcpdump), done natively
+// inside a network namespace, in parallel, each bounded by a deadline, each
+// returning typed evidence that serialises to JSON.
+//
+// One file per collector; each registers itself under the name users select it
+// by (`netdiag collect --collector NAME`). The Runner runs a set of them on a
+// Target and returns one Evidence per collector and namespace.
+package collectors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors/netns"
+)
+
+// Scope says which namespace of a Target a piece of evidence comes from.
+type Scope string
+
+const (
+	// ScopeSource is the pod that has the problem; probes start here.
+	ScopeSource Scope = "source"
+	// ScopePeer is the destination side (its listeners and firewall).
+	ScopePeer Scope = "peer"
+	// ScopeNode is the source's node (routes, NAT rules, the overlay).
+	ScopeNode Scope = "node"
+)
+
+// Input is what one collector run gets: the namespace it runs in and the
+// question being asked.
+type Input struct {
+	NS    *netns.NS
+	Scope Scope
+	*Params
+}
+
+// collector is one registered collector.
+type collector struct {
+	name    string
+	help    string
+	scopes  []Scope // where it makes sense to run
+	probe   bool    // sends traffic: runs inside the capture window
+	timeout time.Duration
+	run     func(ctx context.Context, in Input) (any, error)
+	newData func() any
+}
+
+var registry = map[string]*collector{}
+
+// register adds a collector. T is its evidence type, which is also what its
+// JSON decodes back into on the other side of a process boundary.
+func register[T any](name, help string, scopes []Scope, probe bool, timeout time.Duration, fn func(ctx context.Context, in Input) (*T, error)) {
+	if _, dup := registry[name]; dup {
+		panic("collectors: duplicate collector " + name)
+	}
+	registry[name] = &collector{
+		name: name, help: help, scopes: scopes, probe: probe, timeout: timeout,
+		run: func(ctx context.Context, in Input) (any, error) {
+			d, err := fn(ctx, in)
+			if d == nil {
+				return nil, err
+			}
+			return d, err
+		},
+		newData: func() any { return new(T) },
+	}
+}
+
+// Info describes a collector for --help and listings.
+type Info struct {
+	Name   string  `json:"name"`
+	Help   string  `json:"help"`
+	Scopes []Scope `json:"scopes"`
+	Probe  bool    `json:"probe"`
+}
+
+// List returns every collector, by name.
+func List() []Info {
+	var out []Info
+	for _, c := range registry {
+		out = append(out, Info{Name: c.name, Help: c.help, Scopes: c.scopes, Probe: c.probe})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Names returns every collector name, sorted.
+func Names() []string {
+	var out []string
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Lookup checks collector names and says which are accepted.
+func Lookup(names ...string) error {
+	for _, n := range names {
+		if _, ok := registry[n]; !ok {
+			return fmt.Errorf("unknown collector %q (accepted: %s)", n, strings.Join(Names(), ", "))
+		}
+	}
+	return nil
+}
+
+// IsProbe reports whether a collector sends traffic.
+func IsProbe(name string) bool {
+	c, ok := registry[name]
+	return ok && c.probe
+}
+
+// Evidence is one collector's result in one namespace.
+type Evidence struct {
+	Collector  string    `json:"collector"`
+	Scope      Scope     `json:"scope"`
+	Netns      string    `json:"netns"`
+	Started    time.Time `json:"started"`
+	DurationMS float64   `json:"duration_ms"`
+	Error      string    `json:"error,omitempty"`
+	Data       any       `json:"data,omitempty"`
+}
+
+// UnmarshalJSON decodes Data into the collector's own evidence type, so that
+// evidence read from an agent is as typed as evidence collected in process.
+func (e *Evidence) UnmarshalJSON(b []byte) error {
+	type plain Evidence
+	var raw struct {
+		plain
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	*e = Evidence(raw.plain)
+	if len(raw.Data) == 0 || string(raw.Data) == "null" {
+		return nil
+	}
+	c, ok := registry[e.Collector]
+	if !ok {
+		var v any
+		if err := json.Unmarshal(raw.Data, &v); err != nil {
+			return err
+		}
+		e.Data = v
+		return nil
+	}
+	d := c.newData()
+	if err := json.Unmarshal(raw.Data, d); err != nil {
+		return fmt.Errorf("decode %s evidence: %w", e.Collector, err)
+	}
+	e.Data = d
+	return nil
+}
+
+// Job is one collector to run in one namespace of a target.
+type Job struct {
+	Collector string
+	Scope     Scope
+}
+
+// Target is where collectors run: the source pod's namespace and, when known,
+// the destination's and the node's.
+type Target struct {
+	Source *netns.NS
+	Peer   *netns.NS
+	Node   *netns.NS
+}
+
+func (t *Target) ns(s Scope) *netns.NS {
+	switch s {
+	case ScopeSource:
+		return t.Source
+	case ScopePeer:
+		return t.Peer
+	case ScopeNode:
+		return t.Node
+	}
+	return nil
+}
+
+// Jobs expands collector names to every scope of the target where each makes
+// sense. Probes run only from the source.
+func (t *Target) Jobs(names ...string) []Job {
+	var jobs []Job
+	for _, n := range names {
+		c, ok := registry[n]
+		if !ok {
+			continue
+		}
+		for _, s := range c.scopes {
+			if t.ns(s) != nil {
+				jobs = append(jobs, Job{Collector: n, Scope: s})
+			}
+		}
+	}
+	return jobs
+}
+
+// RunOne runs one collector in one namespace, bounded by the collector's own
+// deadline (or the context's, if sooner). Failures are evidence too: they are
+// recorded in Error, never lost.
+func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Params) Evidence {
+	ev := Evidence{Collector: name, Scope: scope, Started: time.Now().UTC()}
+	if ns != nil {
+		ev.Netns = ns.Path()
+	}
+	c, ok := registry[name]
+	if !ok {
+		ev.Error = fmt.Sprintf("unknown collector %q", name)
+		return ev
+	}
+	if ns == nil {
+		ev.Error = fmt.Sprintf("no %s namespace given", scope)
+		return ev
+	}
+	if p == nil {
+		p = &Params{}
+	}
+	timeout := c.timeout
+	if c.name == "capture" && p.Capture.Duration > 0 {
+		timeout = p.Capture.Duration + 5*time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	data, err := safeRun(cctx, c, Input{NS: ns, Scope: scope, Params: p})
+	ev.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	if data != nil {
+		ev.Data = data
+	}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	return ev
+}
+
+// safeRun turns a collector's panic into an error: one broken parser must not
+// take down the agent or lose the other collectors' evidence.
+func safeRun(ctx context.Context, c *collector, in Input) (data any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("collector %s panicked: %v", c.name, r)
+		}
+	}()
+	return c.run(ctx, in)
+}
+
+// Run runs jobs in parallel on the target and returns their evidence in job
+// order. Captures start first and the other collectors only once every
+// capture socket is bound, so the probes' own packets are in the pcap.
+func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
+	if p == nil {
+		p = &Params{}
+	}
+	out := make([]Evidence, len(jobs))
+	type running struct {
+		i     int
+		c     *Capture
+		start time.Time
+	}
+	var caps []running
+	for i, j := range jobs {
+		if j.Collector != "capture" {
+			continue
+		}
+		ns := t.ns(j.Scope)
+		out[i] = Evidence{Collector: j.Collector, Scope: j.Scope, Started: time.Now().UTC()}
+		if ns == nil {
+			out[i].Error = fmt.Sprintf("no %s namespace given", j.Scope)
+			continue
+		}
+		out[i].Netns = ns.Path()
+		start := time.Now()
+		c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: p})
+		if err != nil {
+			out[i].Error = err.Error()
+			continue
+		}
+		caps = append(caps, running{i, c, start})
+	}
+	done := make(chan struct{}, len(jobs))
+	n := 0
+	for i, j := range jobs {
+		if j.Collector == "capture" {
+			continue
+		}
+		n++
+		go func() {
+			out[i] = RunOne(ctx, t.ns(j.Scope), j.Scope, j.Collector, p)
+			done <- struct{}{}
+		}()
+	}
+	for ; n > 0; n-- {
+		<-done
+	}
+	for _, r := range caps {
+		res, err := r.c.Wait()
+		out[r.i].Data = res
+		if err != nil {
+			out[r.i].Error = err.Error()
+		}
+		out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
+	}
+	return out
+}
+
+// Find returns the first evidence of a collector in a scope, typed.
+func Find[T any](evs []Evidence, name string, scope Scope) (*T, *Evidence) {
+	i := slices.IndexFunc(evs, func(e Evidence) bool { return e.Collector == name && e.Scope == scope })
+	if i < 0 {
+		return nil, nil
+	}
+	d, _ := evs[i].Data.(*T)
+	return d, &evs[i]
+}

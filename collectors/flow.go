@@ -1,0 +1,47 @@
+package collectors
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Flow is the 5-tuple of a probe, as the firewall sees it.
+type Flow struct {
+	Proto string     `json:"proto"` // tcp, udp, icmp
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	SPort uint16     `json:"sport,omitempty"`
+	DPort uint16     `json:"dport,omitempty"`
+	// InIface/OutIface are the interfaces as this namespace sees them,
+	// empty when unknown (then interface matches are reported as unknown).
+	InIface  string `json:"in_iface,omitempty"`
+	OutIface string `json:"out_iface,omitempty"`
+}
+
+func (f Flow) String() string {
+	if f.DPort == 0 {
+		return fmt.Sprintf("%s %s -> %s", f.Proto, f.Src, f.Dst)
+	}
+	return fmt.Sprintf("%s %s -> %s:%d", f.Proto, f.Src, f.Dst, f.DPort)
+}
+
+// flows are the probes' flows for the question asked: the destination (TCP to
+// its port, or ICMP) and DNS to each nameserver.
+func (p *Params) flows(src netip.Addr) []Flow {
+	var out []Flow
+	if p.To != nil && p.To.Addr.IsValid() {
+		f := Flow{Proto: "icmp", Src: src, Dst: p.To.Addr}
+		if p.To.Port != 0 {
+			f.Proto, f.DPort = "tcp", p.To.Port
+		}
+		out = append(out, f)
+	}
+	seen := map[string]bool{}
+	for _, ns := range append(append([]string{}, p.DNSServers...), p.DNSEndpoints...) {
+		if a, err := netip.ParseAddr(ns); err == nil && !seen[ns] {
+			seen[ns] = true
+			out = append(out, Flow{Proto: "udp", Src: src, Dst: a, DPort: 53})
+		}
+	}
+	return out
+}

@@ -1,0 +1,164 @@
+package collectors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PathMTU is tracepath's answer from the namespace: the largest packet with
+// DF set that reaches the destination, and whether the path said so with ICMP
+// fragmentation-needed or silently dropped the larger ones (a PMTU black
+// hole).
+type PathMTU struct {
+	Dst      string `json:"dst"`
+	Dev      string `json:"dev"`
+	IfaceMTU int    `json:"iface_mtu"`
+	// PathMTU is the largest size (IP header included) that got an echo
+	// reply; 0 when even the smallest probe failed.
+	PathMTU    int          `json:"path_mtu"`
+	Reachable  bool         `json:"reachable"`
+	FragNeeded []FragNeeded `json:"frag_needed,omitempty"`
+	// Blackhole: sizes between PathMTU and the interface MTU vanished with
+	// no fragmentation-needed.
+	Blackhole bool       `json:"blackhole"`
+	Probes    []MTUProbe `json:"probes"`
+}
+
+// FragNeeded is an ICMP fragmentation-needed and who sent it.
+type FragNeeded struct {
+	From string `json:"from"`
+	MTU  int    `json:"mtu"`
+}
+
+// MTUProbe is one DF probe.
+type MTUProbe struct {
+	Size   int     `json:"size"`
+	Result string  `json:"result"` // echo-reply, frag-needed, timeout, emsgsize, unreachable
+	From   string  `json:"from,omitempty"`
+	MS     float64 `json:"ms"`
+}
+
+func init() {
+	register("pmtu", "path MTU to --to with DF-set probes: binary search up to the interface MTU, fragmentation-needed and who sent it, black holes",
+		[]Scope{ScopeSource}, true, 15*time.Second, collectPMTU)
+}
+
+func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
+	if in.To == nil || !in.To.Addr.Is4() {
+		return nil, errNoDest
+	}
+	out := &PathMTU{Dst: in.To.Addr.String()}
+	dev, mtu, err := egressMTU(in)
+	if err != nil {
+		return nil, err
+	}
+	out.Dev, out.IfaceMTU = dev, mtu
+	p, err := newICMPProber(in.NS, true)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	timeout := in.probeTimeout()
+	send := func(size int) MTUProbe {
+		a, err := p.probe(ctx, in.To.Addr, size, 0, timeout)
+		pr := MTUProbe{Size: size, MS: round3(float64(a.RTT.Microseconds()) / 1000)}
+		switch {
+		case errors.Is(err, errProbeTimeout):
+			pr.Result = "timeout"
+		case errors.Is(err, unix.EMSGSIZE):
+			pr.Result = "emsgsize"
+		case err != nil:
+			pr.Result = classifyConnErr(err)
+			if pr.Result == "error" {
+				pr.Result = err.Error()
+			}
+		default:
+			pr.Result, pr.From = a.Kind, a.From.String()
+			if a.Kind == "frag-needed" {
+				out.FragNeeded = append(out.FragNeeded, FragNeeded{From: a.From.String(), MTU: a.MTU})
+			}
+		}
+		out.Probes = append(out.Probes, pr)
+		return pr
+	}
+	// The common case costs one probe: the full interface MTU passes.
+	first := send(mtu)
+	if first.Result == "echo-reply" {
+		out.PathMTU, out.Reachable = mtu, true
+		return out, nil
+	}
+	// A small probe tells "too big" from "unreachable at any size", and its
+	// RTT bounds how long the larger ones are worth waiting for.
+	lo := 576
+	small := send(lo)
+	if small.Result != "echo-reply" {
+		lo = 68
+		if send(lo).Result != "echo-reply" {
+			return out, ctx.Err()
+		}
+	}
+	out.Reachable = true
+	if rtt := time.Duration(small.MS*float64(time.Millisecond)) * 4; small.Result == "echo-reply" && rtt < timeout {
+		timeout = max(rtt, 250*time.Millisecond)
+	}
+	// hi is the smallest size known to fail. A router's fragmentation-needed
+	// says every size above its MTU fails, and its MTU is the next to try.
+	hi, next := mtu, 0
+	lastFrag := func() int { return out.FragNeeded[len(out.FragNeeded)-1].MTU }
+	if first.Result == "frag-needed" {
+		if m := lastFrag(); m > lo && m < hi {
+			hi, next = m+1, m
+		}
+	}
+	for hi-lo > 1 && ctx.Err() == nil {
+		size := (lo + hi) / 2
+		if next > lo && next < hi {
+			size = next
+		}
+		next = 0
+		switch r := send(size); r.Result {
+		case "echo-reply":
+			lo = size
+		case "frag-needed":
+			hi = size
+			if m := lastFrag(); m > lo && m < hi {
+				hi, next = m+1, m
+			}
+		default:
+			hi = size
+		}
+	}
+	out.PathMTU = lo
+	out.Blackhole = len(out.FragNeeded) == 0 && out.PathMTU < mtu
+	return out, ctx.Err()
+}
+
+// egressMTU is the MTU the kernel will send with towards the destination:
+// the route's MTU if it has one, else its device's.
+func egressMTU(in Input) (string, int, error) {
+	h, err := in.NS.Handle()
+	if err != nil {
+		return "", 0, err
+	}
+	defer h.Close()
+	rts, err := h.RouteGet(addrOf(in.To.Addr))
+	if err != nil {
+		return "", 0, fmt.Errorf("no route to %s: %w", in.To.Addr, err)
+	}
+	if len(rts) == 0 {
+		return "", 0, fmt.Errorf("no route to %s", in.To.Addr)
+	}
+	l, err := h.LinkByIndex(rts[0].LinkIndex)
+	if err != nil {
+		return "", 0, err
+	}
+	mtu := l.Attrs().MTU
+	if rts[0].MTU > 0 && rts[0].MTU < mtu {
+		mtu = rts[0].MTU
+	}
+	return l.Attrs().Name, mtu, nil
+}

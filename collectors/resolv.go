@@ -1,0 +1,141 @@
+package collectors
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ResolvConf is a pod's resolver configuration, as glibc reads it.
+type ResolvConf struct {
+	Path        string   `json:"path"`
+	Nameservers []string `json:"nameservers"`
+	Search      []string `json:"search"`
+	Ndots       int      `json:"ndots"`
+	TimeoutSec  int      `json:"timeout_sec"`
+	Attempts    int      `json:"attempts"`
+	Options     []string `json:"options,omitempty"`
+	// Problems are things glibc silently ignores or works around.
+	Problems []string `json:"problems,omitempty"`
+}
+
+func init() {
+	register("resolv", "the pod's resolv.conf: nameservers, search domains, ndots, timeout, attempts",
+		[]Scope{ScopeSource}, false, time.Second, collectResolv)
+}
+
+// DefaultResolvConf is the resolv.conf a process in the namespace sees when
+// started with `ip netns exec`: /etc/netns/NAME/resolv.conf for a namespace
+// at /run/netns/NAME when that file exists, else /etc/resolv.conf.
+func DefaultResolvConf(nsPath string) string {
+	if filepath.Dir(nsPath) == "/run/netns" {
+		p := filepath.Join("/etc/netns", filepath.Base(nsPath), "resolv.conf")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/etc/resolv.conf"
+}
+
+func collectResolv(ctx context.Context, in Input) (*ResolvConf, error) {
+	path := in.ResolvConf
+	if path == "" {
+		path = DefaultResolvConf(in.NS.Path())
+	}
+	rc, err := ReadResolvConf(path)
+	if err != nil {
+		return nil, err
+	}
+	return rc, ctx.Err()
+}
+
+// ReadResolvConf reads and parses a resolv.conf.
+func ReadResolvConf(path string) (*ResolvConf, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read resolv.conf: %w", err)
+	}
+	rc := ParseResolvConf(string(b))
+	rc.Path = path
+	return rc, nil
+}
+
+// ParseResolvConf parses resolv.conf text with glibc's defaults and limits
+// (ndots 1, timeout 5, attempts 2, three nameservers, last search/domain wins).
+func ParseResolvConf(text string) *ResolvConf {
+	rc := &ResolvConf{Ndots: 1, TimeoutSec: 5, Attempts: 2}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.IndexAny(line, "#;"); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "nameserver":
+			if len(f) < 2 {
+				continue
+			}
+			if _, err := netip.ParseAddr(f[1]); err != nil {
+				rc.Problems = append(rc.Problems, fmt.Sprintf("nameserver %q is not an IP address: ignored", f[1]))
+				continue
+			}
+			if len(rc.Nameservers) == 3 {
+				rc.Problems = append(rc.Problems, fmt.Sprintf("nameserver %s ignored: glibc uses only the first three", f[1]))
+				continue
+			}
+			rc.Nameservers = append(rc.Nameservers, f[1])
+		case "search":
+			rc.Search = append([]string(nil), f[1:]...)
+		case "domain":
+			if len(f) > 1 {
+				rc.Search = []string{f[1]}
+			}
+		case "options":
+			for _, o := range f[1:] {
+				rc.Options = append(rc.Options, o)
+				k, v, _ := strings.Cut(o, ":")
+				n, _ := strconv.Atoi(v)
+				switch k {
+				case "ndots":
+					rc.Ndots = min(n, 15)
+				case "timeout":
+					rc.TimeoutSec = max(1, min(n, 30))
+				case "attempts":
+					rc.Attempts = max(1, min(n, 5))
+				}
+			}
+		}
+	}
+	if len(rc.Nameservers) == 0 {
+		rc.Problems = append(rc.Problems, "no nameserver: glibc falls back to 127.0.0.1")
+	}
+	return rc
+}
+
+// Candidates lists the fully qualified names glibc tries for name, in order:
+// a name with at least ndots dots (or a trailing dot) is tried as is first,
+// then with each search domain; otherwise the search domains come first.
+func (rc *ResolvConf) Candidates(name string) []string {
+	if strings.HasSuffix(name, ".") {
+		return []string{name}
+	}
+	var withSearch []string
+	for _, s := range rc.Search {
+		withSearch = append(withSearch, name+"."+strings.TrimSuffix(s, ".")+".")
+	}
+	asIs := name + "."
+	if strings.Count(name, ".") >= rc.Ndots {
+		return append([]string{asIs}, withSearch...)
+	}
+	return append(withSearch, asIs)
+}

@@ -1,0 +1,163 @@
+package collectors
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Routes is `ip route show table all`, `ip rule` and `ip route get DEST`.
+type Routes struct {
+	Routes []Route `json:"routes"`
+	Rules  []Rule  `json:"rules"`
+	// Chosen is the route the kernel picks for the probe destination.
+	Chosen *ChosenRoute `json:"chosen,omitempty"`
+}
+
+// Route is one route.
+type Route struct {
+	Table    int       `json:"table"`
+	Dst      string    `json:"dst"` // CIDR or "default"
+	Type     string    `json:"type"`
+	Gateway  string    `json:"gateway,omitempty"`
+	Dev      string    `json:"dev,omitempty"`
+	Src      string    `json:"src,omitempty"`
+	Protocol string    `json:"protocol"`
+	Scope    string    `json:"scope"`
+	Metric   int       `json:"metric,omitempty"`
+	MTU      int       `json:"mtu,omitempty"`
+	Onlink   bool      `json:"onlink,omitempty"`
+	Nexthops []Nexthop `json:"nexthops,omitempty"`
+}
+
+// Nexthop is one path of a multipath route.
+type Nexthop struct {
+	Gateway string `json:"gateway,omitempty"`
+	Dev     string `json:"dev,omitempty"`
+	Weight  int    `json:"weight"`
+}
+
+// Rule is a policy routing rule.
+type Rule struct {
+	Priority int    `json:"priority"`
+	Table    int    `json:"table"`
+	Src      string `json:"src,omitempty"`
+	Dst      string `json:"dst,omitempty"`
+	Mark     uint32 `json:"mark,omitempty"`
+	IifName  string `json:"iif,omitempty"`
+	OifName  string `json:"oif,omitempty"`
+}
+
+// ChosenRoute is the kernel's answer to `ip route get`.
+type ChosenRoute struct {
+	Dst     string `json:"dst"`
+	Dev     string `json:"dev,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	Src     string `json:"src,omitempty"`
+	Error   string `json:"error,omitempty"` // e.g. "network is unreachable"
+}
+
+// Defaults returns the default routes of the main table, multipath ones
+// counted per path: two means two ways out, the seed's 50 % loss.
+func (r *Routes) Defaults() []Route {
+	var out []Route
+	for _, rt := range r.Routes {
+		if rt.Dst == "default" && rt.Table == unix.RT_TABLE_MAIN && rt.Type == "unicast" {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
+func init() {
+	register("routes", "routes of every table (multipath included), policy rules, and the route chosen for the destination",
+		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectRoutes)
+}
+
+var routeTypes = map[int]string{unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",
+	unix.RTN_BLACKHOLE: "blackhole", unix.RTN_UNREACHABLE: "unreachable", unix.RTN_PROHIBIT: "prohibit", unix.RTN_MULTICAST: "multicast"}
+
+func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
+	h, err := in.NS.Handle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	rts, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	out := &Routes{}
+	for _, r := range rts {
+		rt := Route{Table: r.Table, Dst: "default", Type: routeTypes[r.Type], Dev: names[r.LinkIndex],
+			Protocol: r.Protocol.String(), Scope: r.Scope.String(), Metric: r.Priority, MTU: r.MTU,
+			Onlink: r.Flags&unix.RTNH_F_ONLINK != 0}
+		if rt.Type == "" {
+			rt.Type = fmt.Sprint(r.Type)
+		}
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 || !r.Dst.IP.IsUnspecified() {
+				rt.Dst = r.Dst.String()
+			}
+		}
+		if r.Gw != nil {
+			rt.Gateway = r.Gw.String()
+		}
+		if r.Src != nil {
+			rt.Src = r.Src.String()
+		}
+		for _, nh := range r.MultiPath {
+			n := Nexthop{Dev: names[nh.LinkIndex], Weight: nh.Hops + 1}
+			if nh.Gw != nil {
+				n.Gateway = nh.Gw.String()
+			}
+			rt.Nexthops = append(rt.Nexthops, n)
+		}
+		out.Routes = append(out.Routes, rt)
+	}
+	rules, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return out, fmt.Errorf("list rules: %w", err)
+	}
+	for _, r := range rules {
+		ru := Rule{Priority: r.Priority, Table: r.Table, Mark: r.Mark, IifName: r.IifName, OifName: r.OifName}
+		if r.Src != nil {
+			ru.Src = r.Src.String()
+		}
+		if r.Dst != nil {
+			ru.Dst = r.Dst.String()
+		}
+		out.Rules = append(out.Rules, ru)
+	}
+	if in.To != nil && in.To.Addr.Is4() {
+		dst := net.IP(in.To.Addr.AsSlice())
+		c := &ChosenRoute{Dst: in.To.Addr.String()}
+		got, err := h.RouteGet(dst)
+		switch {
+		case err != nil:
+			c.Error = err.Error()
+		case len(got) > 0:
+			c.Dev = names[got[0].LinkIndex]
+			if got[0].Gw != nil {
+				c.Gateway = got[0].Gw.String()
+			}
+			if got[0].Src != nil {
+				c.Src = got[0].Src.String()
+			}
+		}
+		out.Chosen = c
+	}
+	return out, ctx.Err()
+}
