@@ -243,20 +243,58 @@ func removeInstance(l *Lab, log *slog.Logger) *Removed {
 			r.Files = append(r.Files, l.StateDir)
 		}
 	}
+	r.Files = append(r.Files, removeCgroups(l.Prefix, log)...)
 	return r
+}
+
+// removeCgroups removes cgroup trees named with the lab's prefix (tests of
+// the pod finder build kubelet-like cgroups), bottom-up, first moving any
+// process left in them back to the hierarchy's root.
+func removeCgroups(prefix string, log *slog.Logger) []string {
+	var tops []string
+	for _, pat := range []string{"/sys/fs/cgroup/" + prefix + "*", "/sys/fs/cgroup/*/" + prefix + "*"} {
+		m, _ := filepath.Glob(pat)
+		tops = append(tops, m...)
+	}
+	var removed []string
+	for _, top := range tops {
+		root := filepath.Dir(top)
+		var dirs []string
+		filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if b, err := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs")); err == nil {
+				for _, pid := range strings.Fields(string(b)) {
+					os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(pid), 0o644)
+				}
+			}
+			if err := os.Remove(dirs[i]); err != nil {
+				log.Warn("could not remove cgroup", "path", dirs[i], "err", err)
+			}
+		}
+		removed = append(removed, top)
+	}
+	return removed
 }
 
 // Instances lists lab instances present on the machine, found by namespace
 // name and by state directory.
 func Instances() []string {
 	set := map[string]bool{}
-	names, _ := netns.ListNamed()
-	for _, n := range names {
-		if rest, ok := strings.CutPrefix(n, NamePrefix); ok {
+	add := func(name string) {
+		if rest, ok := strings.CutPrefix(name, NamePrefix); ok {
 			if inst, _, ok := strings.Cut(rest, "-"); ok && ValidateInstance(inst) == nil {
 				set[inst] = true
 			}
 		}
+	}
+	names, _ := netns.ListNamed()
+	for _, n := range names {
+		add(n)
 	}
 	if entries, err := os.ReadDir(StateRoot); err == nil {
 		for _, e := range entries {
@@ -267,11 +305,13 @@ func Instances() []string {
 	}
 	if entries, err := os.ReadDir("/etc/netns"); err == nil {
 		for _, e := range entries {
-			if rest, ok := strings.CutPrefix(e.Name(), NamePrefix); ok {
-				if inst, _, ok := strings.Cut(rest, "-"); ok && ValidateInstance(inst) == nil {
-					set[inst] = true
-				}
-			}
+			add(e.Name())
+		}
+	}
+	for _, pat := range []string{"/sys/fs/cgroup/" + NamePrefix + "*", "/sys/fs/cgroup/*/" + NamePrefix + "*"} {
+		m, _ := filepath.Glob(pat)
+		for _, p := range m {
+			add(filepath.Base(p))
 		}
 	}
 	return sortedKeys(set)
