@@ -4,12 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -109,7 +110,7 @@ func CheckCapture(ctx context.Context, t *Target, p *Params) error {
 	if _, err := h.LinkByName(o.Iface); err != nil {
 		return fmt.Errorf("capture: no interface %q in %s", o.Iface, t.Source.Path())
 	}
-	_, err = CompileFilter(ctx, t.Source, o.Iface, o.Filter, o.SnapLen)
+	_, err = CompileFilter(ctx, o.Filter, o.SnapLen)
 	return err
 }
 
@@ -122,7 +123,7 @@ func captureOpts(in Input) CaptureOptions {
 		opts.File = strings.TrimSuffix(opts.File, ".pcap") + "-" + string(in.Scope) + ".pcap"
 	}
 	if opts.Iface == "" && in.Scope == ScopeSource && in.To != nil && in.To.Addr.Is4() {
-		if dev, _, err := egressMTU(in); err == nil {
+		if dev, _, _, err := egressMTU(in); err == nil {
 			opts.Iface = dev
 		}
 	}
@@ -141,6 +142,8 @@ func startCaptureFor(ctx context.Context, in Input) (*Capture, error) {
 type Capture struct {
 	opts   CaptureOptions
 	fd     int
+	sock   *os.File // fd, registered with Go's netpoller
+	rc     syscall.RawConn
 	ring   []byte
 	file   *os.File
 	w      *bufio.Writer
@@ -153,11 +156,11 @@ type Capture struct {
 	closed atomic.Bool
 }
 
-// CompileFilter compiles a tcpdump filter expression to classic BPF with
-// libpcap (through `tcpdump -ddd`, run in the namespace so the interface's
-// link type is the right one). No cgo, and the expression never meets a
-// shell: it is one argument.
-func CompileFilter(ctx context.Context, ns *netns.NS, iface, expr string, snaplen int) ([]unix.SockFilter, error) {
+// CompileFilter compiles a tcpdump filter expression to classic BPF for an
+// Ethernet interface with libpcap, through `tcpdump -ddd -r FILE` on an empty
+// pcap file of that link type: no cgo, no capture device opened just to
+// compile, and the expression never meets a shell (it is one argument).
+func CompileFilter(ctx context.Context, expr string, snaplen int) ([]unix.SockFilter, error) {
 	if strings.TrimSpace(expr) == "" {
 		return []unix.SockFilter{{Code: 0x06, K: uint32(snaplen)}}, nil // ret #snaplen
 	}
@@ -168,15 +171,27 @@ func CompileFilter(ctx context.Context, ns *netns.NS, iface, expr string, snaple
 	if err != nil {
 		return nil, err
 	}
-	out, err := ns.Output(ctx, bin, "-ddd", "-s", strconv.Itoa(snaplen), "-i", iface, "--", expr)
+	empty, err := os.CreateTemp("", "netdiag-linktype-*.pcap")
 	if err != nil {
-		msg := err.Error()
-		if i := strings.Index(msg, "tcpdump: "); i >= 0 {
+		return nil, err
+	}
+	defer os.Remove(empty.Name())
+	empty.Write(pcapHeader(snaplen))
+	empty.Close()
+	cmd := exec.CommandContext(ctx, bin, "-ddd", "-s", strconv.Itoa(snaplen), "-r", empty.Name(), "--", expr)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if i := strings.LastIndex(msg, "tcpdump: "); i >= 0 {
 			msg = strings.TrimSpace(msg[i+len("tcpdump: "):])
+		}
+		if msg == "" {
+			msg = err.Error()
 		}
 		return nil, fmt.Errorf("bad capture filter %q: %s", expr, msg)
 	}
-	var prog []unix.SockFilter
 	rows := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(rows) < 2 {
 		return nil, fmt.Errorf("compile filter %q: tcpdump printed no program", expr)
@@ -185,6 +200,7 @@ func CompileFilter(ctx context.Context, ns *netns.NS, iface, expr string, snaple
 	if err != nil || n != len(rows)-1 {
 		return nil, fmt.Errorf("compile filter %q: unexpected tcpdump -ddd output", expr)
 	}
+	prog := make([]unix.SockFilter, 0, n)
 	for _, r := range rows[1:] {
 		f := strings.Fields(r)
 		if len(f) != 4 {
@@ -199,9 +215,26 @@ func CompileFilter(ctx context.Context, ns *netns.NS, iface, expr string, snaple
 	return prog, nil
 }
 
+// pcapHeader is the pcap global header: nanosecond timestamps, Ethernet.
+func pcapHeader(snaplen int) []byte {
+	hdr := make([]byte, 24)
+	binary.LittleEndian.PutUint32(hdr[0:], 0xa1b23c4d)
+	binary.LittleEndian.PutUint16(hdr[4:], 2)
+	binary.LittleEndian.PutUint16(hdr[6:], 4)
+	binary.LittleEndian.PutUint32(hdr[16:], uint32(snaplen))
+	binary.LittleEndian.PutUint32(hdr[20:], linkEthernet)
+	return hdr
+}
+
 const (
-	ringBlockSize = 1 << 20
-	ringBlocks    = 16
+	// 4 MiB of ring: at 60k packets/s of headers it holds half a second, and
+	// the kernel zeroes every page of it when the socket is set up, which is
+	// CPU a short capture should not spend.
+	ringBlockSize = 512 << 10
+	ringBlocks    = 8
+	// A block is handed over when full or after this long: fewer wake-ups
+	// under load, and a capture's last packets arrive at most this late.
+	ringRetire    = 100 * time.Millisecond
 	ringFrameSize = 1 << 11
 	linkEthernet  = 1
 )
@@ -227,7 +260,7 @@ func StartCapture(ctx context.Context, ns *netns.NS, o CaptureOptions) (*Capture
 	if link.Attrs().EncapType != "ether" && link.Attrs().EncapType != "loopback" {
 		return nil, fmt.Errorf("capture: interface %s has link type %s; only Ethernet-framed interfaces are supported", opts.Iface, link.Attrs().EncapType)
 	}
-	prog, err := CompileFilter(ctx, ns, opts.Iface, opts.Filter, opts.SnapLen)
+	prog, err := CompileFilter(ctx, opts.Filter, opts.SnapLen)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +283,7 @@ func StartCapture(ctx context.Context, ns *netns.NS, o CaptureOptions) (*Capture
 		return fail(fmt.Errorf("TPACKET_V3: %w", err))
 	}
 	req := unix.TpacketReq3{Block_size: ringBlockSize, Block_nr: ringBlocks, Frame_size: ringFrameSize,
-		Frame_nr: ringBlockSize / ringFrameSize * ringBlocks, Retire_blk_tov: 20}
+		Frame_nr: ringBlockSize / ringFrameSize * ringBlocks, Retire_blk_tov: uint32(ringRetire.Milliseconds())}
 	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
 		return fail(fmt.Errorf("rx ring: %w", err))
 	}
@@ -272,6 +305,21 @@ func StartCapture(ctx context.Context, ns *netns.NS, o CaptureOptions) (*Capture
 	if err != nil {
 		return fail(fmt.Errorf("pcap file: %w", err))
 	}
+	// Waiting goes through Go's netpoller (epoll), not a blocking poll(2):
+	// a thread blocked in a syscall makes the runtime hand its work to
+	// another thread many times a second, which costs more CPU than the
+	// capture itself.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		f.Close()
+		return fail(err)
+	}
+	c.sock = os.NewFile(uintptr(fd), "packet:"+opts.Iface)
+	if c.rc, err = c.sock.SyscallConn(); err != nil {
+		f.Close()
+		c.sock.Close()
+		unix.Munmap(c.ring)
+		return nil, err
+	}
 	c.file, c.w = f, bufio.NewWriterSize(f, 256<<10)
 	c.res = CaptureResult{File: f.Name(), Iface: opts.Iface, Filter: opts.Filter, SnapLen: opts.SnapLen, StoppedBy: "duration"}
 	c.writeHeader()
@@ -282,16 +330,8 @@ func StartCapture(ctx context.Context, ns *netns.NS, o CaptureOptions) (*Capture
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// writeHeader writes the pcap global header: nanosecond timestamps,
-// Ethernet link type.
 func (c *Capture) writeHeader() {
-	var hdr [24]byte
-	binary.LittleEndian.PutUint32(hdr[0:], 0xa1b23c4d)
-	binary.LittleEndian.PutUint16(hdr[4:], 2)
-	binary.LittleEndian.PutUint16(hdr[6:], 4)
-	binary.LittleEndian.PutUint32(hdr[16:], uint32(c.opts.SnapLen))
-	binary.LittleEndian.PutUint32(hdr[20:], linkEthernet)
-	c.w.Write(hdr[:])
+	c.w.Write(pcapHeader(c.opts.SnapLen))
 	c.res.Bytes = 24
 }
 
@@ -299,6 +339,7 @@ func (c *Capture) writeHeader() {
 func (c *Capture) Stop() {
 	if c.closed.CompareAndSwap(false, true) {
 		close(c.stop)
+		c.sock.SetReadDeadline(time.Now())
 	}
 }
 
@@ -308,56 +349,66 @@ func (c *Capture) Wait() (*CaptureResult, error) {
 	return &c.res, c.err
 }
 
+func (c *Capture) ready(block int) bool {
+	return atomic.LoadUint32(c.blockStatus(block))&unix.TP_STATUS_USER != 0
+}
+
+// wait blocks until the block is ready or the deadline passes; it reports
+// whether the block is ready.
+func (c *Capture) wait(block int, until time.Time) bool {
+	if c.ready(block) {
+		return true
+	}
+	c.sock.SetReadDeadline(until)
+	c.rc.Read(func(uintptr) bool { return c.ready(block) })
+	return c.ready(block)
+}
+
 // loop walks the ring's blocks as the kernel hands them over.
 func (c *Capture) loop() {
 	defer close(c.done)
-	defer unix.Close(c.fd)
-	defer unix.Munmap(c.ring)
 	deadline := c.start.Add(c.opts.Duration)
 	block := 0
-	pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN | unix.POLLERR}}
 	summ := newPcapSummarizer()
-	finish := func(by string) {
-		c.res.StoppedBy = by
-	}
-loop:
-	for {
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
 		select {
-		case <-c.stop:
-			// Drain what the kernel already has, then stop.
-			c.drain(&block, summ)
-			finish("stopped")
-			break loop
 		case <-c.ctx.Done():
-			c.drain(&block, summ)
-			finish("cancelled")
-			break loop
-		default:
+			c.sock.SetReadDeadline(time.Now())
+		case <-stopWatch:
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			c.drain(&block, summ)
-			finish("duration")
+	}()
+	stoppedBy := ""
+	for stoppedBy == "" {
+		switch {
+		case c.closed.Load():
+			stoppedBy = "stopped"
+		case c.ctx.Err() != nil:
+			stoppedBy = "cancelled"
+		case !time.Now().Before(deadline):
+			stoppedBy = "duration"
+		}
+		if stoppedBy != "" {
+			// What the kernel already holds belongs to the window: the
+			// current partly filled block retires within its timer.
+			stoppedBy = c.drain(&block, summ, stoppedBy)
 			break
 		}
-		hdr := c.blockStatus(block)
-		if atomic.LoadUint32(hdr)&unix.TP_STATUS_USER == 0 {
-			ms := min(left, 50*time.Millisecond).Milliseconds() + 1
-			if _, err := unix.Poll(pfd, int(ms)); err != nil && !errors.Is(err, unix.EINTR) {
-				c.err = err
-				break
-			}
+		if !c.wait(block, deadline) {
 			continue
 		}
 		if by := c.readBlock(block, summ); by != "" {
-			finish(by)
-			break
+			stoppedBy = by
 		}
 		block = (block + 1) % ringBlocks
 	}
+	c.res.StoppedBy = stoppedBy
 	if st, err := unix.GetsockoptTpacketStatsV3(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
 		c.res.KernelSeen, c.res.KernelDrops = uint64(st.Packets), uint64(st.Drops)
 	}
+	unix.Munmap(c.ring)
+	c.sock.Close()
 	c.res.Seconds = round3(time.Since(c.start).Seconds())
 	if err := c.w.Flush(); err != nil && c.err == nil {
 		c.err = err
@@ -368,24 +419,23 @@ loop:
 	c.res.Summary = summ.result()
 }
 
-// drain reads the blocks the kernel has already filled, and retires the
-// current partly filled one by waiting out its timer once.
-func (c *Capture) drain(block *int, summ *pcapSummarizer) {
-	for range 2 * ringBlocks {
-		if atomic.LoadUint32(c.blockStatus(*block))&unix.TP_STATUS_USER == 0 {
-			pfd := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLIN}}
-			if n, _ := unix.Poll(pfd, 40); n <= 0 {
-				return
-			}
-			if atomic.LoadUint32(c.blockStatus(*block))&unix.TP_STATUS_USER == 0 {
-				return
+// drain reads the blocks the kernel has filled by the end of the window,
+// waiting once for the retire timer of the current block.
+func (c *Capture) drain(block *int, summ *pcapSummarizer, by string) string {
+	for range ringBlocks {
+		if !c.ready(*block) {
+			c.sock.SetReadDeadline(time.Now().Add(ringRetire + 50*time.Millisecond))
+			c.rc.Read(func(uintptr) bool { return c.ready(*block) || c.ctx.Err() != nil })
+			if !c.ready(*block) {
+				return by
 			}
 		}
-		if c.readBlock(*block, summ) != "" {
-			return
+		if r := c.readBlock(*block, summ); r != "" {
+			return r
 		}
 		*block = (*block + 1) % ringBlocks
 	}
+	return by
 }
 
 // blockStatus points at block_status in the block's tpacket_hdr_v1.
@@ -417,8 +467,13 @@ func (c *Capture) readBlock(block int, summ *pcapSummarizer) string {
 		binary.LittleEndian.PutUint32(rec[4:], nsec)
 		binary.LittleEndian.PutUint32(rec[8:], snap)
 		binary.LittleEndian.PutUint32(rec[12:], wire)
-		c.w.Write(rec[:])
-		c.w.Write(data)
+		if c.w.Available() >= len(rec)+len(data) {
+			buf := append(append(c.w.AvailableBuffer(), rec[:]...), data...)
+			c.w.Write(buf)
+		} else {
+			c.w.Write(rec[:])
+			c.w.Write(data)
+		}
 		c.res.Bytes += 16 + int64(len(data))
 		c.res.Packets++
 		summ.add(time.Unix(int64(sec), int64(nsec)), data, int(wire))

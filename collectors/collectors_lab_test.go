@@ -415,7 +415,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = collectors.CompileFilter(context.Background(), self, "lo", "tcp port", 128)
+	_, err = collectors.CompileFilter(context.Background(), "tcp port", 128)
 	if err == nil || !strings.Contains(err.Error(), "syntax error") {
 		t.Errorf("bad filter: %v", err)
 	}

@@ -46,7 +46,10 @@ func collectHops(ctx context.Context, in Input) (*Hops, error) {
 		return nil, err
 	}
 	defer p.Close()
-	maxHops, rounds, timeout := in.maxHops(), in.hopRounds(), in.probeTimeout()
+	// Routers rate-limit their time-exceeded messages (icmp_ratelimit): a
+	// hop that has not answered in half a second is counted as loss, as mtr
+	// shows it, rather than holding the whole diagnosis up.
+	maxHops, rounds, timeout := in.maxHops(), in.hopRounds(), min(in.probeTimeout(), 500*time.Millisecond)
 	type hopAcc struct {
 		sent  int
 		rtts  []float64

@@ -17,6 +17,9 @@ type PathMTU struct {
 	Dst      string `json:"dst"`
 	Dev      string `json:"dev"`
 	IfaceMTU int    `json:"iface_mtu"`
+	// CachedPMTU is the path MTU the kernel has already learned for the
+	// destination (from an earlier fragmentation-needed), 0 if none.
+	CachedPMTU int `json:"cached_pmtu,omitempty"`
 	// PathMTU is the largest size (IP header included) that got an echo
 	// reply; 0 when even the smallest probe failed.
 	PathMTU    int          `json:"path_mtu"`
@@ -52,11 +55,11 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 		return nil, errNoDest
 	}
 	out := &PathMTU{Dst: in.To.Addr.String()}
-	dev, mtu, err := egressMTU(in)
+	dev, mtu, cached, err := egressMTU(in)
 	if err != nil {
 		return nil, err
 	}
-	out.Dev, out.IfaceMTU = dev, mtu
+	out.Dev, out.IfaceMTU, out.CachedPMTU = dev, mtu, cached
 	p, err := newICMPProber(in.NS, true)
 	if err != nil {
 		return nil, err
@@ -137,28 +140,29 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 	return out, ctx.Err()
 }
 
-// egressMTU is the MTU the kernel will send with towards the destination:
-// the route's MTU if it has one, else its device's.
-func egressMTU(in Input) (string, int, error) {
+// egressMTU is the device the kernel sends through towards the destination,
+// its MTU, and the path MTU the kernel has cached for the destination (the
+// probes ignore the cache: they find out afresh).
+func egressMTU(in Input) (dev string, mtu, cached int, err error) {
 	h, err := in.NS.Handle()
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
 	defer h.Close()
 	rts, err := h.RouteGet(addrOf(in.To.Addr))
 	if err != nil {
-		return "", 0, fmt.Errorf("no route to %s: %w", in.To.Addr, err)
+		return "", 0, 0, fmt.Errorf("no route to %s: %w", in.To.Addr, err)
 	}
 	if len(rts) == 0 {
-		return "", 0, fmt.Errorf("no route to %s", in.To.Addr)
+		return "", 0, 0, fmt.Errorf("no route to %s", in.To.Addr)
 	}
 	l, err := h.LinkByIndex(rts[0].LinkIndex)
 	if err != nil {
-		return "", 0, err
+		return "", 0, 0, err
 	}
-	mtu := l.Attrs().MTU
+	mtu = l.Attrs().MTU
 	if rts[0].MTU > 0 && rts[0].MTU < mtu {
-		mtu = rts[0].MTU
+		cached = rts[0].MTU
 	}
-	return l.Attrs().Name, mtu, nil
+	return l.Attrs().Name, mtu, cached, nil
 }

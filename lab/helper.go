@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -51,6 +52,19 @@ func MaybeRunHelper() {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// HelperCommand returns a command that runs one of the lab's helper roles
+// (http, hold, flood, traffic) from this binary; start it inside a namespace
+// with netns.NS.Start.
+func HelperCommand(role string, args ...string) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{role}, args...)...)
+	cmd.Env = append(cleanEnv(), helperEnv+"=1")
+	return cmd, nil
 }
 
 // helperHTTP is the lab's application: it answers GET with its name and POST
@@ -135,6 +149,7 @@ func helperFlood(ctx context.Context, args []string) error {
 	to := fs.String("to", "", "UDP address to send to")
 	pps := fs.Int("pps", 2000, "packets per second")
 	size := fs.Int("size", 1000, "payload bytes")
+	total := fs.Int("count", 0, "stop after this many packets (0: run until stopped)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -145,21 +160,31 @@ func helperFlood(ctx context.Context, args []string) error {
 	defer c.Close()
 	payload := make([]byte, *size)
 	const tick = 10 * time.Millisecond
-	perTick := max(1, *pps/int(time.Second/tick))
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	// Fill the queue before saying so: the lab waits for this line.
-	for i := 0; i < 100; i++ {
-		c.Write(payload)
+	sent := 0
+	if *total == 0 {
+		// Fill the queue before saying so: the lab waits for this line.
+		for i := 0; i < 100; i++ {
+			c.Write(payload)
+		}
+		fmt.Printf("flooding %s at %d packets/s\n", *to, *pps)
 	}
-	fmt.Printf("flooding %s at %d packets/s\n", *to, *pps)
+	// Catch up when a tick is late, so the rate holds on a busy machine.
+	start := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			for i := 0; i < perTick; i++ {
+			due := int(time.Since(start).Seconds() * float64(*pps))
+			for sent < due {
+				if *total > 0 && sent >= *total {
+					fmt.Printf("sent %d packets to %s in %.2fs\n", sent, *to, time.Since(start).Seconds())
+					return nil
+				}
 				c.Write(payload) // ENOBUFS and refusals are expected under load
+				sent++
 			}
 		}
 	}

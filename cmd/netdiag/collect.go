@@ -132,6 +132,8 @@ func runCollect(c *cli, args []string) int {
 	pf.register(fs)
 	var names stringList
 	fs.Var(&names, "collector", "collector to run (repeatable; default: all that apply)")
+	maxPackets := fs.Int("capture-packets", collectors.DefaultCapturePackets, "stop the capture after this many packets")
+	maxBytes := fs.Int64("capture-bytes", collectors.DefaultCaptureBytes, "stop the capture when the pcap reaches this many bytes")
 	out := outputFlag(fs, "text", "text", "json")
 	pos, code, err := c.parse(fs, args)
 	if err != nil {
@@ -165,6 +167,10 @@ func runCollect(c *cli, args []string) int {
 			return c.failure("collect", err)
 		}
 	}
+	if *maxPackets <= 0 || *maxBytes <= 0 {
+		return c.usageError("collect", "--capture-packets and --capture-bytes must be positive")
+	}
+	p.Capture.MaxPackets, p.Capture.MaxBytes = *maxPackets, *maxBytes
 	if len(names) == 0 {
 		names = defaultCollectors(p)
 	}

@@ -38,6 +38,7 @@ type cli struct {
 
 func commands() []command {
 	return []command{
+		{"bench", "measure capture, path-MTU and collector speed on a lab of its own", runBench},
 		{"collect", "run collectors in network namespaces and print the raw evidence", runCollect},
 		{"demo", "run the main job end to end on the fault lab (no cluster, no Slack)", runDemo},
 		{"lab", "build, break and heal the fault lab (a two-node cluster network in namespaces)", runLab},

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors"
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/tools"
+	"github.com/netdiag/netdiag/lab"
+)
+
+const benchUsage = `Usage: netdiag bench capture|pmtu|collectors [--instance NAME]
+
+Measures netdiag on a lab of its own and prints the figures:
+
+  capture     a UDP flood of 60,000 packets/s for 5 s from pod default/client
+              to the outside host, captured on node-b's NIC by tcpdump and by
+              netdiag's capture side by side: packets each caught, the ratio,
+              and the CPU time each used
+  pmtu        the path-MTU probe from default/client to the outside host over
+              a 1400-byte link, with fragmentation-needed allowed and with it
+              dropped (a black hole): the MTU found and the probes it took
+  collectors  every collector but the capture on one pod, its node and its
+              peer in parallel: wall time over 10 runs
+
+Builds the lab instance "bench" (or --instance) and removes it at the end.
+Needs root.
+`
+
+func runBench(c *cli, args []string) int {
+	fs := c.newFlags("bench", benchUsage)
+	inst := fs.String("instance", "bench", "lab instance to build for the measurement")
+	pos, code, err := c.parse(fs, args)
+	if err != nil {
+		return code
+	}
+	benches := map[string]func(context.Context, *cli, *lab.Lab) error{
+		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors,
+	}
+	if len(pos) != 1 || benches[pos[0]] == nil {
+		return c.usageError("bench", "give one of: capture, pmtu, collectors")
+	}
+	if err := lab.ValidateInstance(*inst); err != nil {
+		return c.usageError("bench", "%v", err)
+	}
+	if !needRoot(c, "bench") {
+		return exitInternal
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	lab.Down(ctx, *inst, c.log)
+	l, err := lab.Up(ctx, *inst, c.log)
+	if err != nil {
+		return c.failure("bench", err)
+	}
+	defer lab.Down(context.Background(), *inst, c.log)
+	if err := benches[pos[0]](ctx, c, l); err != nil {
+		return c.failure("bench "+pos[0], err)
+	}
+	return exitOK
+}
+
+func cpuOf(ps *os.ProcessState) time.Duration {
+	if ps == nil {
+		return 0
+	}
+	return ps.UserTime() + ps.SystemTime()
+}
+
+func benchCapture(ctx context.Context, c *cli, l *lab.Lab) error {
+	const pps, seconds = 60000, 5
+	client, _ := l.Pod("default/client")
+	nodeB, _ := l.Node("node-b")
+	cns, err := netns.Open(client.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer cns.Close()
+	bns, err := netns.Open(nodeB.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer bns.Close()
+	tcpdump, err := tools.Find("tcpdump")
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "netdiag-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	filter := "udp and dst port 9"
+	window := (seconds + 3) * time.Second
+
+	// tcpdump as an engineer runs it: headers only, to a file.
+	td := exec.Command(tcpdump, "-i", nodeB.NIC, "-s", "128", "-n", "-w", filepath.Join(dir, "tcpdump.pcap"), filter)
+	tdErr, _ := td.StderrPipe()
+	if err := bns.Start(td); err != nil {
+		return err
+	}
+	listening := make(chan struct{})
+	var tdOut strings.Builder
+	go func() {
+		sc := bufio.NewScanner(tdErr)
+		for sc.Scan() {
+			tdOut.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "listening on") {
+				close(listening)
+			}
+		}
+	}()
+	// netdiag's capture as its own process, so its CPU time is its own.
+	self, _ := os.Executable()
+	nd := exec.Command(self, "collect", "--netns", nodeB.NetnsPath, "--collector", "capture", "--iface", nodeB.NIC,
+		"--capture", window.String(), "--capture-packets", "10000000", "--filter", filter, "--pcap", filepath.Join(dir, "netdiag.pcap"), "-o", "json")
+	var ndOut strings.Builder
+	nd.Stdout = &ndOut
+	nd.Stderr = os.Stderr
+	if err := nd.Start(); err != nil {
+		td.Process.Kill()
+		return err
+	}
+	select {
+	case <-listening:
+	case <-time.After(5 * time.Second):
+		td.Process.Kill()
+		nd.Process.Kill()
+		return errors.New("tcpdump did not start listening")
+	}
+	time.Sleep(time.Second) // netdiag's capture is bound well within this
+	flood, err := lab.HelperCommand("flood", "--to", "198.18.10.10:9", "--pps", strconv.Itoa(pps), "--size", "64", "--count", strconv.Itoa(pps*seconds))
+	if err != nil {
+		return err
+	}
+	var floodOut strings.Builder
+	flood.Stdout = &floodOut
+	start := time.Now()
+	if err := cns.Start(flood); err != nil {
+		return err
+	}
+	flood.Wait()
+	sendTime := time.Since(start)
+	if err := nd.Wait(); err != nil {
+		td.Process.Kill()
+		return fmt.Errorf("netdiag capture: %w", err)
+	}
+	td.Process.Signal(syscall.SIGINT)
+	td.Wait()
+
+	var res struct {
+		Evidence []struct {
+			Data  collectors.CaptureResult `json:"data"`
+			Error string                   `json:"error"`
+		} `json:"evidence"`
+	}
+	if err := json.Unmarshal([]byte(ndOut.String()), &res); err != nil || len(res.Evidence) != 1 {
+		return fmt.Errorf("netdiag capture output: %v: %s", err, ndOut.String())
+	}
+	if res.Evidence[0].Error != "" {
+		return errors.New(res.Evidence[0].Error)
+	}
+	ours := res.Evidence[0].Data
+	m := regexp.MustCompile(`(\d+) packets captured`).FindStringSubmatch(tdOut.String())
+	if m == nil {
+		return fmt.Errorf("tcpdump did not report its count: %s", tdOut.String())
+	}
+	theirs, _ := strconv.Atoi(m[1])
+	dropped := regexp.MustCompile(`(\d+) packets dropped by kernel`).FindStringSubmatch(tdOut.String())
+	w := c.stdout
+	fmt.Fprintf(w, "flood: %s (%.0f packets/s achieved)\n", strings.TrimSpace(floodOut.String()), float64(pps*seconds)/sendTime.Seconds())
+	fmt.Fprintf(w, "%-8s %10s %12s %10s %s\n", "", "captured", "kernel drops", "CPU", "(user+sys)")
+	tdDrops := "?"
+	if dropped != nil {
+		tdDrops = dropped[1]
+	}
+	fmt.Fprintf(w, "%-8s %10d %12s %10s (%s+%s)\n", "tcpdump", theirs, tdDrops, cpuOf(td.ProcessState).Round(time.Millisecond),
+		td.ProcessState.UserTime().Round(time.Millisecond), td.ProcessState.SystemTime().Round(time.Millisecond))
+	fmt.Fprintf(w, "%-8s %10d %12d %10s (%s+%s)\n", "netdiag", ours.Packets, ours.KernelDrops, cpuOf(nd.ProcessState).Round(time.Millisecond),
+		nd.ProcessState.UserTime().Round(time.Millisecond), nd.ProcessState.SystemTime().Round(time.Millisecond))
+	ratio := 0.0
+	if theirs > 0 {
+		ratio = float64(ours.Packets) / float64(theirs)
+	}
+	cpuRatio := float64(cpuOf(nd.ProcessState)) / float64(max(cpuOf(td.ProcessState), time.Millisecond))
+	fmt.Fprintf(w, "captured ratio netdiag/tcpdump: %.4f (target >= 0.99); CPU ratio netdiag/tcpdump: %.2f (target <= 1)\n", ratio, cpuRatio)
+	return nil
+}
+
+func benchPMTU(ctx context.Context, c *cli, l *lab.Lab) error {
+	client, _ := l.Pod("default/client")
+	router, _ := l.Host("router")
+	ext, _ := l.Host("ext")
+	// The 1400-byte link: router <-> ext.
+	for _, x := range []struct{ ns, dev string }{{router.NetnsPath, "ext0"}, {ext.NetnsPath, "eth0"}} {
+		n, err := netns.Open(x.ns)
+		if err != nil {
+			return err
+		}
+		h, err := n.Handle()
+		if err != nil {
+			n.Close()
+			return err
+		}
+		link, err := h.LinkByName(x.dev)
+		if err == nil {
+			err = h.LinkSetMTU(link, 1400)
+		}
+		h.Close()
+		n.Close()
+		if err != nil {
+			return fmt.Errorf("set 1400-byte link: %w", err)
+		}
+	}
+	cns, err := netns.Open(client.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer cns.Close()
+	rns, err := netns.Open(router.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer rns.Close()
+	nft, err := tools.Find("nft")
+	if err != nil {
+		return err
+	}
+	to, _ := collectors.ParseDest(ext.IP)
+	fmt.Fprintf(c.stdout, "path default/client (eth0 MTU %d) -> %s over a 1400-byte link\n", client.MTU, ext.IP)
+	for _, mode := range []string{"fragmentation-needed allowed", "fragmentation-needed dropped (black hole)"} {
+		if strings.HasPrefix(mode, "fragmentation-needed dropped") {
+			rules := "table inet bench {\n chain out {\n  type filter hook output priority 0;\n  icmp type destination-unreachable icmp code frag-needed drop\n }\n}\n"
+			if _, err := rns.Run(ctx, []byte(rules), nft, "-f", "-"); err != nil {
+				return err
+			}
+		}
+		ev := collectors.RunOne(ctx, cns, collectors.ScopeSource, "pmtu", &collectors.Params{To: to})
+		if ev.Error != "" {
+			return errors.New(ev.Error)
+		}
+		m := ev.Data.(*collectors.PathMTU)
+		var sizes []string
+		for _, p := range m.Probes {
+			sizes = append(sizes, fmt.Sprintf("%d:%s", p.Size, p.Result))
+		}
+		fmt.Fprintf(c.stdout, "%-42s path MTU %d in %d probes, %.0f ms (black hole: %v)\n  probes: %s\n",
+			mode, m.PathMTU, len(m.Probes), ev.DurationMS, m.Blackhole, strings.Join(sizes, " "))
+	}
+	return nil
+}
+
+func benchCollectors(ctx context.Context, c *cli, l *lab.Lab) error {
+	client, _ := l.Pod("default/client")
+	web, _ := l.Pod("default/web")
+	nodeB, _ := l.Node("node-b")
+	t := &collectors.Target{}
+	for _, x := range []struct {
+		path string
+		dst  **netns.NS
+	}{{client.NetnsPath, &t.Source}, {web.NetnsPath, &t.Peer}, {nodeB.NetnsPath, &t.Node}} {
+		n, err := netns.Open(x.path)
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		*x.dst = n
+	}
+	var names []string
+	for _, ci := range collectors.List() {
+		if ci.Name != "capture" {
+			names = append(names, ci.Name)
+		}
+	}
+	to, _ := collectors.ParseDest(web.IP + ":8080")
+	var walls []time.Duration
+	jobs := 0
+	slowest := map[string]float64{}
+	for i := range 10 {
+		// A diagnosis is not repeated back to back: space the runs so the
+		// routers' ICMP rate limit (1/s per destination after a burst of 6)
+		// does not turn the hop probe's answers into loss.
+		if i > 0 {
+			time.Sleep(1500 * time.Millisecond)
+		}
+		p := &collectors.Params{To: to, DNS: []string{"web.default", "example.com"}}
+		if err := p.Prepare(t); err != nil {
+			return err
+		}
+		start := time.Now()
+		evs := collectors.Run(ctx, t, t.Jobs(names...), p)
+		walls = append(walls, time.Since(start))
+		jobs = len(evs)
+		for _, e := range evs {
+			slowest[e.Collector] = max(slowest[e.Collector], e.DurationMS)
+		}
+	}
+	sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
+	fmt.Fprintf(c.stdout, "%d collector runs (%s) on source, peer and node in parallel, 10 runs 1.5s apart:\n", jobs, strings.Join(names, ", "))
+	fmt.Fprintf(c.stdout, "wall time: min %s, median %s, max %s (target < 1s)\n",
+		walls[0].Round(time.Millisecond), walls[len(walls)/2].Round(time.Millisecond), walls[len(walls)-1].Round(time.Millisecond))
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.0fms", n, slowest[n]))
+	}
+	fmt.Fprintf(c.stdout, "slowest run of each: %s\n", strings.Join(parts, ", "))
+	return nil
+}
