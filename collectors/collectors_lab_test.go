@@ -261,6 +261,104 @@ func TestCollectorsOnLab(t *testing.T) {
 		}
 	})
 
+	t.Run("dns-truncated-retries-tcp", func(t *testing.T) {
+		d := run(t, e.client, collectors.ScopeSource, "dns", &collectors.Params{DNS: []string{"many.example.com."}}).Data.(*collectors.DNS)
+		lk := d.Lookups[0]
+		if !lk.Resolved || len(lk.Answers) != 40 || len(lk.Queries) != 2 || !lk.Queries[0].Truncated || lk.Queries[1].Proto != "tcp" {
+			t.Errorf("truncated answer: %+v", lk)
+		}
+	})
+
+	t.Run("tcp-unreachable-and-no-port", func(t *testing.T) {
+		withFault(t, l, "port-exhaustion")
+		r := run(t, e.client, collectors.ScopeSource, "tcp", &collectors.Params{To: dest(t, "198.19.1.10:8080")}).Data.(*collectors.TCP)
+		if r.AddrNotAvail != 3 {
+			t.Errorf("port exhaustion: %+v", r)
+		}
+		lab.Clear(context.Background(), l.Instance, slog.New(slog.DiscardHandler))
+		withFault(t, l, "route-missing")
+		r = run(t, e.client, collectors.ScopeSource, "tcp", &collectors.Params{To: dest(t, "198.19.1.10:8080")}).Data.(*collectors.TCP)
+		if r.Unreachable != 3 {
+			t.Errorf("no route: %+v", r)
+		}
+	})
+
+	t.Run("capture-summary", func(t *testing.T) {
+		target := &collectors.Target{Source: e.client}
+		capture := func(t *testing.T, p *collectors.Params, names ...string) *collectors.PcapSummary {
+			t.Helper()
+			p.Capture = collectors.CaptureOptions{Duration: 2500 * time.Millisecond, File: t.TempDir() + "/s.pcap"}
+			evs := collectors.Run(context.Background(), target, target.Jobs(append(names, "capture")...), p)
+			c, ev := collectors.Find[collectors.CaptureResult](evs, "capture", collectors.ScopeSource)
+			if c == nil {
+				t.Fatalf("capture: %+v", ev)
+			}
+			return c.Summary
+		}
+		t.Run("syn-without-synack", func(t *testing.T) {
+			withFault(t, l, "port-firewall")
+			s := capture(t, &collectors.Params{To: dest(t, "198.19.1.10:8080"), TCPAttempts: 1, ProbeTimeout: 1500 * time.Millisecond}, "tcp")
+			u := s.Unanswered()
+			if len(u) != 1 || u[0].SYNs < 2 {
+				t.Errorf("want one flow with a retransmitted SYN and no SYN-ACK: %+v", s.Flows)
+			}
+		})
+		t.Run("rst", func(t *testing.T) {
+			s := capture(t, &collectors.Params{To: dest(t, "198.19.1.10:9999"), TCPAttempts: 1}, "tcp")
+			if len(s.Flows) != 1 || s.Flows[0].RSTFrom != "198.19.1.10" {
+				t.Errorf("want a RST from web: %+v", s.Flows)
+			}
+		})
+		t.Run("frag-needed", func(t *testing.T) {
+			withFault(t, l, "mtu-mismatch")
+			s := capture(t, &collectors.Params{To: dest(t, "198.19.1.10")}, "pmtu")
+			found := false
+			for _, n := range s.ICMP {
+				if n.Type == 3 && n.Code == 4 && n.MTU == 1450 {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("want fragmentation-needed with MTU 1450: %+v", s.ICMP)
+			}
+		})
+		t.Run("dns-unanswered", func(t *testing.T) {
+			withFault(t, l, "dns-path-broken")
+			s := capture(t, &collectors.Params{DNS: []string{"web"}, ProbeTimeout: 300 * time.Millisecond}, "dns")
+			if len(s.DNS) == 0 || s.DNS[0].Server != "198.18.96.10" {
+				t.Errorf("want unanswered queries to the DNS Service: %+v", s.DNS)
+			}
+		})
+		t.Run("full-size-retransmits", func(t *testing.T) {
+			withFault(t, l, "mtu-blackhole")
+			pcap := t.TempDir() + "/r.pcap"
+			c, err := collectors.StartCapture(context.Background(), e.client, collectors.CaptureOptions{Duration: 4 * time.Second, File: pcap, Filter: "tcp port 8080"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+			conn, err := e.client.Dial(ctx, "tcp", "198.19.1.10:8080")
+			if err == nil {
+				conn.SetDeadline(time.Now().Add(2 * time.Second))
+				conn.Write([]byte("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 65536\r\n\r\n"))
+				conn.Write(make([]byte, 65536))
+				// The kernel retransmits the lost segments over the
+				// next second (RTO 200 ms, doubling).
+				time.Sleep(1500 * time.Millisecond)
+				conn.Close()
+			}
+			cancel()
+			c.Stop()
+			res, err := c.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Summary.Flows) == 0 || res.Summary.Flows[0].FullSizeRetx == 0 || res.Summary.Flows[0].MSS != 1460 {
+				t.Errorf("want retransmitted full-size segments under an MSS of 1460: %+v", res.Summary.Flows)
+			}
+		})
+	})
+
 	t.Run("ping-and-hops", func(t *testing.T) {
 		p := run(t, e.client, collectors.ScopeSource, "ping", &collectors.Params{To: dest(t, "198.19.1.10")}).Data.(*collectors.Ping)
 		if p.Sent != 5 || p.Received != 5 || p.LossPct != 0 || p.AvgMS <= 0 {

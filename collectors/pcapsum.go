@@ -21,12 +21,16 @@ type PcapSummary struct {
 
 // FlowNote is one TCP flow, as its initiator opened it.
 type FlowNote struct {
-	Flow         string    `json:"flow"` // "tcp SRC:PORT -> DST:PORT"
-	SYNs         int       `json:"syns"`
-	SYNACK       bool      `json:"synack"`
-	RSTFrom      string    `json:"rst_from,omitempty"`
+	Flow    string `json:"flow"` // "tcp SRC:PORT -> DST:PORT"
+	SYNs    int    `json:"syns"`
+	SYNACK  bool   `json:"synack"`
+	RSTFrom string `json:"rst_from,omitempty"`
+	// FullSizeRetx counts data the client sent again in segments of at
+	// least the server's MSS less options: the signature of a PMTU black
+	// hole. MSS is what the server's SYN-ACK advertised.
 	FullSizeRetx int       `json:"full_size_retransmits,omitempty"`
-	MaxSegment   int       `json:"max_segment,omitempty"`
+	Retransmits  int       `json:"retransmits,omitempty"`
+	MSS          int       `json:"mss,omitempty"`
 	First        time.Time `json:"first"`
 }
 
@@ -60,8 +64,8 @@ type pcapSummarizer struct {
 type flowAcc struct {
 	FlowNote
 	client, server netip.AddrPort
-	seqs           map[uint32]int // seq of full-size data segments from the client side
-	maxSeg         int
+	sentEnd        uint32 // highest sequence number the client has sent
+	sentAny        bool
 }
 
 func newPcapSummarizer() *pcapSummarizer {
@@ -113,19 +117,23 @@ func (s *pcapSummarizer) add(at time.Time, frame []byte, wire int) {
 		}
 		if syn && ack && !fromClient {
 			f.SYNACK = true
+			f.MSS = tcpMSS(l4[:min(len(l4), doff)])
 		}
 		if rst {
 			f.RSTFrom = a.Addr().String()
 		}
 		if fromClient && payload > 0 {
-			if payload > f.maxSeg {
-				f.maxSeg = payload
-			}
-			if payload == f.maxSeg {
-				f.seqs[seq]++
-				if f.seqs[seq] == 2 {
+			end := seq + uint32(payload)
+			// Data wholly below what was already sent is sent again
+			// (sequence arithmetic wraps, hence the signed difference).
+			if f.sentAny && int32(end-f.sentEnd) <= 0 {
+				f.Retransmits++
+				if f.MSS > 0 && payload >= f.MSS-40 {
 					f.FullSizeRetx++
 				}
+			}
+			if !f.sentAny || int32(end-f.sentEnd) > 0 {
+				f.sentEnd, f.sentAny = end, true
 			}
 		}
 	case 17:
@@ -176,7 +184,7 @@ func (s *pcapSummarizer) flow(client, server netip.AddrPort, at time.Time) *flow
 	k := client.String() + ">" + server.String()
 	f := s.flows[k]
 	if f == nil {
-		f = &flowAcc{client: client, server: server, seqs: map[uint32]int{}}
+		f = &flowAcc{client: client, server: server}
 		f.Flow = fmt.Sprintf("tcp %s -> %s", client, server)
 		f.First = at
 		s.flows[k] = f
@@ -197,7 +205,6 @@ func (s *pcapSummarizer) lookup(a, b netip.AddrPort) (*flowAcc, bool) {
 func (s *pcapSummarizer) result() *PcapSummary {
 	out := &PcapSummary{Packets: s.n}
 	for _, f := range s.flows {
-		f.MaxSegment = f.maxSeg
 		out.Flows = append(out.Flows, f.FlowNote)
 	}
 	sort.Slice(out.Flows, func(i, j int) bool { return out.Flows[i].First.Before(out.Flows[j].First) })
@@ -223,4 +230,26 @@ func (p *PcapSummary) Unanswered() []FlowNote {
 		}
 	}
 	return out
+}
+
+// tcpMSS reads the MSS option of a SYN's TCP header, 0 if absent.
+func tcpMSS(hdr []byte) int {
+	for i := 20; i+1 < len(hdr); {
+		switch kind := hdr[i]; kind {
+		case 0:
+			return 0
+		case 1:
+			i++
+		default:
+			l := int(hdr[i+1])
+			if l < 2 {
+				return 0
+			}
+			if kind == 2 && l == 4 && i+4 <= len(hdr) {
+				return int(binary.BigEndian.Uint16(hdr[i+2:]))
+			}
+			i += l
+		}
+	}
+	return 0
 }

@@ -62,5 +62,12 @@ func clusterZoneFile(l *Lab) string {
 }
 
 func upstreamZoneFile(l *Lab, ip string) string {
-	return soa(l.OutsideName) + fmt.Sprintf("ns IN A %s\n@ IN A %s\nwww IN A %s\n", ip, ip, ip)
+	var b strings.Builder
+	b.WriteString(soa(l.OutsideName) + fmt.Sprintf("ns IN A %s\n@ IN A %s\nwww IN A %s\n", ip, ip, ip))
+	// A name with more A records than fit a 512-byte UDP answer: resolvers
+	// get it truncated and ask again over TCP.
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "many IN A 198.18.11.%d\n", i)
+	}
+	return b.String()
 }

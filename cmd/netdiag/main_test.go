@@ -17,7 +17,7 @@ func TestBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: demo, lab, version"},
+		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: bench, collect, demo, lab, version"},
 		{[]string{"lab", "nosuch"}, "accepted: up, down, status"},
 		{[]string{"lab", "fault"}, "give exactly one fault name"},
 		{[]string{"lab", "fault", "nosuch"}, "nosuch"},
@@ -25,6 +25,15 @@ func TestBadInput(t *testing.T) {
 		{[]string{"lab", "status", "-o", "yaml"}, "accepted: text, json"},
 		{[]string{"lab", "up", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"demo", "--fault", "nosuch"}, "nosuch"},
+		{[]string{"collect"}, "--netns is required"},
+		{[]string{"collect", "--netns", "/run/netns/ndl-nosuch"}, "does not exist"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--to", "10.0.0.1:http"}, "bad port"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--dns", "bad name!"}, "bad DNS name"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "nosuch"}, "accepted: capture, dns"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "tcp", "--to", "10.0.0.1"}, "needs --to HOST:PORT"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "10m"}, "between 1s and 5m0s"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "soon"}, "invalid value"},
+		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
@@ -43,6 +52,7 @@ func TestHelp(t *testing.T) {
 		{"--help"}, {"help", "lab"}, {"lab", "--help"}, {"lab", "up", "--help"}, {"lab", "down", "--help"},
 		{"lab", "status", "--help"}, {"lab", "faults", "--help"}, {"lab", "fault", "--help"},
 		{"lab", "clear", "--help"}, {"lab", "check", "--help"}, {"demo", "--help"}, {"version", "--help"},
+		{"collect", "--help"}, {"bench", "--help"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != exitOK {
