@@ -2,10 +2,12 @@
 GO ?= go
 BIN := bin/netdiag
 
-.PHONY: demo test deps build vet clean lab-down
+.PHONY: demo test deps build vet clean lab-down bench
 
+# Static (no cgo): one binary that runs on any node image, and no dynamic
+# loader work at every start of a short-lived capture or agent call.
 build:
-	$(GO) build -o $(BIN) ./cmd/netdiag
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/netdiag
 
 deps:
 	./scripts/install-deps
@@ -28,6 +30,12 @@ vet:
 
 lab-down: build
 	./$(BIN) lab down --all
+
+# Speed figures: capture next to tcpdump, path MTU, all collectors (root).
+bench: deps build
+	./$(BIN) bench capture
+	./$(BIN) bench pmtu
+	./$(BIN) bench collectors
 
 clean:
 	rm -rf bin
