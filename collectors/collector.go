@@ -31,6 +31,9 @@ const (
 	ScopePeer Scope = "peer"
 	// ScopeNode is the source's node (routes, NAT rules, the overlay).
 	ScopeNode Scope = "node"
+	// ScopePeerNode is the destination's node, when it is another node:
+	// what arrives there over the overlay, and its firewall.
+	ScopePeerNode Scope = "peer-node"
 )
 
 // Input is what one collector run gets: the namespace it runs in and the
@@ -119,8 +122,11 @@ func IsProbe(name string) bool {
 
 // Evidence is one collector's result in one namespace.
 type Evidence struct {
-	Collector  string    `json:"collector"`
-	Scope      Scope     `json:"scope"`
+	Collector string `json:"collector"`
+	Scope     Scope  `json:"scope"`
+	// Label tells apart runs of one collector with different questions
+	// (e.g. "endpoint" for a TCP probe straight to a Service's pod).
+	Label      string    `json:"label,omitempty"`
 	Netns      string    `json:"netns"`
 	Started    time.Time `json:"started"`
 	DurationMS float64   `json:"duration_ms"`
@@ -162,16 +168,20 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 
 // Job is one collector to run in one namespace of a target.
 type Job struct {
-	Collector string
-	Scope     Scope
+	Collector string `json:"collector"`
+	Scope     Scope  `json:"scope"`
+	Label     string `json:"label,omitempty"`
+	// Params, when set, replace the run's shared parameters for this job.
+	Params *Params `json:"params,omitempty"`
 }
 
 // Target is where collectors run: the source pod's namespace and, when known,
 // the destination's and the node's.
 type Target struct {
-	Source *netns.NS
-	Peer   *netns.NS
-	Node   *netns.NS
+	Source   *netns.NS
+	Peer     *netns.NS
+	Node     *netns.NS
+	PeerNode *netns.NS
 }
 
 func (t *Target) ns(s Scope) *netns.NS {
@@ -182,6 +192,8 @@ func (t *Target) ns(s Scope) *netns.NS {
 		return t.Peer
 	case ScopeNode:
 		return t.Node
+	case ScopePeerNode:
+		return t.PeerNode
 	}
 	return nil
 }
@@ -272,14 +284,14 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 			continue
 		}
 		ns := t.ns(j.Scope)
-		out[i] = Evidence{Collector: j.Collector, Scope: j.Scope, Started: time.Now().UTC()}
+		out[i] = Evidence{Collector: j.Collector, Scope: j.Scope, Label: j.Label, Started: time.Now().UTC()}
 		if ns == nil {
 			out[i].Error = fmt.Sprintf("no %s namespace given", j.Scope)
 			continue
 		}
 		out[i].Netns = ns.Path()
 		start := time.Now()
-		c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: p})
+		c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)})
 		if err != nil {
 			out[i].Error = err.Error()
 			continue
@@ -294,7 +306,8 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 		}
 		n++
 		go func() {
-			out[i] = RunOne(ctx, t.ns(j.Scope), j.Scope, j.Collector, p)
+			out[i] = RunOne(ctx, t.ns(j.Scope), j.Scope, j.Collector, j.params(p))
+			out[i].Label = j.Label
 			done <- struct{}{}
 		}()
 	}
@@ -312,9 +325,26 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	return out
 }
 
+func (j Job) params(shared *Params) *Params {
+	if j.Params != nil {
+		return j.Params
+	}
+	return shared
+}
+
 // Find returns the first evidence of a collector in a scope, typed.
 func Find[T any](evs []Evidence, name string, scope Scope) (*T, *Evidence) {
-	i := slices.IndexFunc(evs, func(e Evidence) bool { return e.Collector == name && e.Scope == scope })
+	i := slices.IndexFunc(evs, func(e Evidence) bool { return e.Collector == name && e.Scope == scope && e.Label == "" })
+	if i < 0 {
+		return nil, nil
+	}
+	d, _ := evs[i].Data.(*T)
+	return d, &evs[i]
+}
+
+// FindLabel returns the evidence of a labelled run, typed.
+func FindLabel[T any](evs []Evidence, name string, scope Scope, label string) (*T, *Evidence) {
+	i := slices.IndexFunc(evs, func(e Evidence) bool { return e.Collector == name && e.Scope == scope && e.Label == label })
 	if i < 0 {
 		return nil, nil
 	}

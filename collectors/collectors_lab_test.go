@@ -163,7 +163,7 @@ func TestCollectorsOnLab(t *testing.T) {
 	t.Run("iptables-dnat", func(t *testing.T) {
 		p := &collectors.Params{To: dest(t, "198.18.96.20:80"), Src: netip.MustParseAddr("198.19.2.10")}
 		ipt := run(t, e.nodeB, collectors.ScopeNode, "iptables", p).Data.(*collectors.Iptables)
-		if len(ipt.Traces) != 1 {
+		if len(ipt.Traces) != 2 {
 			t.Fatalf("traces: %+v", ipt.Traces)
 		}
 		tr := ipt.Traces[0]
@@ -215,7 +215,7 @@ func TestCollectorsOnLab(t *testing.T) {
 		withFault(t, l, "firewall-node")
 		p := &collectors.Params{To: dest(t, "198.19.1.10:8080"), Src: netip.MustParseAddr("198.19.2.10")}
 		n := run(t, e.nodeB, collectors.ScopeNode, "nftables", p).Data.(*collectors.Nftables)
-		if len(n.Traces) != 1 || n.Traces[0].Verdict != "DROP" || !strings.Contains(n.Traces[0].VerdictBy, "netdiag_policy") {
+		if len(n.Traces) != 2 || n.Traces[0].Verdict != "DROP" || !strings.Contains(n.Traces[0].VerdictBy, "netdiag_policy") {
 			t.Errorf("nft trace: %+v", n.Traces)
 		}
 	})

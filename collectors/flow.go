@@ -30,11 +30,10 @@ func (f Flow) String() string {
 func (p *Params) flows(src netip.Addr) []Flow {
 	var out []Flow
 	if p.To != nil && p.To.Addr.IsValid() {
-		f := Flow{Proto: "icmp", Src: src, Dst: p.To.Addr}
 		if p.To.Port != 0 {
-			f.Proto, f.DPort = "tcp", p.To.Port
+			out = append(out, Flow{Proto: "tcp", Src: src, Dst: p.To.Addr, DPort: p.To.Port})
 		}
-		out = append(out, f)
+		out = append(out, Flow{Proto: "icmp", Src: src, Dst: p.To.Addr})
 	}
 	seen := map[string]bool{}
 	for _, ns := range append(append([]string{}, p.DNSServers...), p.DNSEndpoints...) {
@@ -43,5 +42,5 @@ func (p *Params) flows(src netip.Addr) []Flow {
 			out = append(out, Flow{Proto: "udp", Src: src, Dst: a, DPort: 53})
 		}
 	}
-	return out
+	return append(out, p.ExtraFlows...)
 }

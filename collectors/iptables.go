@@ -92,7 +92,7 @@ type RuleStep struct {
 
 func init() {
 	register("iptables", "iptables-save -c (filter, nat, mangle, raw) with counters, and the rules each probe flow meets: DROP, REJECT, DNAT, MASQUERADE, KUBE-* jumps",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 3*time.Second, collectIptables)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 3*time.Second, collectIptables)
 }
 
 func collectIptables(ctx context.Context, in Input) (*Iptables, error) {

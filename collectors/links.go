@@ -95,7 +95,7 @@ func (l *Links) ByIndex(idx int) *Link {
 
 func init() {
 	register("links", "interfaces: type, state, carrier, MTU, master, veth peer, addresses, VXLAN/IP-in-IP settings, counters, root qdisc",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectLinks)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectLinks)
 }
 
 func collectLinks(ctx context.Context, in Input) (*Links, error) {

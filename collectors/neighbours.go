@@ -33,7 +33,7 @@ type FDBEntry struct {
 
 func init() {
 	register("neighbours", "ARP/neighbour table and bridge/VXLAN forwarding entries (FDB)",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectNeighbours)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectNeighbours)
 }
 
 var neighStates = []struct {

@@ -50,7 +50,7 @@ type NftRule struct {
 
 func init() {
 	register("nftables", "nft list ruleset: native nftables chains with counters, and the rules each probe flow meets",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 3*time.Second, collectNftables)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 3*time.Second, collectNftables)
 }
 
 func collectNftables(ctx context.Context, in Input) (*Nftables, error) {

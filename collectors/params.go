@@ -30,6 +30,9 @@ type Params struct {
 	// Src is the source pod's address, filled by Prepare; the firewall
 	// collectors trace the probes' flows from it.
 	Src netip.Addr `json:"src,omitzero"`
+	// ExtraFlows are further flows for the firewall collectors to trace
+	// (e.g. the overlay's UDP between two nodes).
+	ExtraFlows []Flow `json:"extra_flows,omitempty"`
 	// dnsServers are the nameservers the DNS probe will ask (Prepare).
 	DNSServers []string `json:"dns_servers,omitempty"`
 

@@ -75,7 +75,7 @@ func (r *Routes) Defaults() []Route {
 
 func init() {
 	register("routes", "routes of every table (multipath included), policy rules, and the route chosen for the destination",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectRoutes)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectRoutes)
 }
 
 var routeTypes = map[int]string{unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",

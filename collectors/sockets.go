@@ -57,7 +57,7 @@ func (s *Sockets) On(proto string, port int) []Listener {
 
 func init() {
 	register("sockets", "listening TCP/UDP sockets with their address and accept queue, TCP sockets by state (sock_diag)",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectSockets)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectSockets)
 }
 
 var tcpStateNames = map[uint8]string{

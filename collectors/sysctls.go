@@ -39,7 +39,7 @@ func (s *Sysctls) PortRange() int { return s.PortRangeHigh - s.PortRangeLow + 1 
 
 func init() {
 	register("sysctls", "ip_forward, rp_filter per interface, conntrack count/max, ip_local_port_range, listen-queue overflows, retransmissions",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode}, false, 2*time.Second, collectSysctls)
+		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectSysctls)
 }
 
 const (
