@@ -16,6 +16,9 @@ type Flow struct {
 	// empty when unknown (then interface matches are reported as unknown).
 	InIface  string `json:"in_iface,omitempty"`
 	OutIface string `json:"out_iface,omitempty"`
+	// Path overrides the scope's usual path through the firewall:
+	// "output", "forward" or "input".
+	Path string `json:"path,omitempty"`
 }
 
 func (f Flow) String() string {
@@ -43,4 +46,19 @@ func (p *Params) flows(src netip.Addr) []Flow {
 		}
 	}
 	return append(out, p.ExtraFlows...)
+}
+
+// pathIn is the way the flow crosses a namespace of the given scope: out of
+// the source, through the nodes, into the peer.
+func (f Flow) pathIn(s Scope) string {
+	if f.Path != "" {
+		return f.Path
+	}
+	switch s {
+	case ScopeSource:
+		return "output"
+	case ScopePeer:
+		return "input"
+	}
+	return "forward"
 }

@@ -108,9 +108,8 @@ func collectIptables(ctx context.Context, in Input) (*Iptables, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := map[Scope]string{ScopeSource: "output", ScopeNode: "forward", ScopePeer: "input"}[in.Scope]
 	for _, f := range in.flows(in.Src) {
-		out.Traces = append(out.Traces, out.Trace(f, path))
+		out.Traces = append(out.Traces, out.Trace(f, f.pathIn(in.Scope)))
 	}
 	return out, nil
 }

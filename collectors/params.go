@@ -36,6 +36,9 @@ type Params struct {
 	// dnsServers are the nameservers the DNS probe will ask (Prepare).
 	DNSServers []string `json:"dns_servers,omitempty"`
 
+	// PingGateway pings the default gateway when there is no destination.
+	PingGateway bool `json:"ping_gateway,omitempty"`
+
 	PingCount    int           `json:"ping_count,omitempty"`
 	PingInterval time.Duration `json:"ping_interval,omitempty"`
 	TCPAttempts  int           `json:"tcp_attempts,omitempty"`

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"sort"
 	"time"
 )
@@ -39,6 +41,15 @@ func init() {
 var errNoDest = errors.New("no destination: give --to IP or IP:PORT")
 
 func collectPing(ctx context.Context, in Input) (*Ping, error) {
+	if (in.To == nil || !in.To.Addr.IsValid()) && in.PingGateway {
+		gw, err := defaultGateway(in)
+		if err != nil {
+			return nil, err
+		}
+		p := *in.Params
+		p.To = &Dest{Addr: gw}
+		in.Params = &p
+	}
 	if in.To == nil || !in.To.Addr.IsValid() {
 		return nil, errNoDest
 	}
@@ -141,3 +152,21 @@ func stats(v []float64) (mn, avg, mx, sd float64) {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// defaultGateway is the namespace's default gateway (the pod's cni0 address).
+func defaultGateway(in Input) (netip.Addr, error) {
+	h, err := in.NS.Handle()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer h.Close()
+	rts, err := h.RouteGet(net.IPv4(8, 8, 8, 8))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no default route: %w", err)
+	}
+	if len(rts) == 0 || rts[0].Gw == nil {
+		return netip.Addr{}, errors.New("no default gateway")
+	}
+	a, _ := netip.AddrFromSlice(rts[0].Gw.To4())
+	return a, nil
+}

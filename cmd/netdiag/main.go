@@ -40,6 +40,7 @@ func commands() []command {
 	return []command{
 		{"bench", "measure capture, path-MTU and collector speed on a lab of its own", runBench},
 		{"collect", "run collectors in network namespaces and print the raw evidence", runCollect},
+		{"diagnose", "find out why a pod's network is broken (one verdict, evidence, next steps)", runDiagnose},
 		{"demo", "run the main job end to end on the fault lab (no cluster, no Slack)", runDemo},
 		{"lab", "build, break and heal the fault lab (a two-node cluster network in namespaces)", runLab},
 		{"version", "print the version", runVersion},
@@ -136,6 +137,9 @@ func (c *cli) newFlags(name, text string) *flag.FlagSet {
 // returns exitOK with a nil error for --help, after printing the usage to
 // stdout.
 func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, int, error) {
+	// The flag package would print the whole usage after any mistake; a
+	// mistake gets one line that says what was wrong, --help the usage.
+	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -144,6 +148,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) ([]string, int, error) {
 				fs.Usage()
 				return nil, exitOK, err
 			}
+			fmt.Fprintf(c.stderr, "netdiag %s: %v (see 'netdiag %s --help')\n", fs.Name(), err, fs.Name())
 			return nil, exitUsage, err
 		}
 		if fs.NArg() == 0 {

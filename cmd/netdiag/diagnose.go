@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors"
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/diagnose/labview"
+	"github.com/netdiag/netdiag/lab"
+)
+
+const diagnoseUsage = `Usage: netdiag diagnose --netns PATH [--peer-netns PATH] [--node-netns PATH]
+                        [--to HOST:PORT|IP] [--dns NAME]... [--resolv-conf FILE]
+                        [--capture DURATION] [--filter EXPR] [--pcap FILE]
+                        [-o text|json|markdown]
+       netdiag diagnose --lab pod NAMESPACE/NAME|node NAME [--to pod/NS/NAME:PORT|svc/NS/NAME:PORT|host/NAME:PORT]
+                        [--dns NAME]... [--capture DURATION] [--instance NAME] [-o ...]
+
+Finds out why a pod's network is broken. It runs, inside the pod's network
+namespace (--netns) and on its node, what an engineer would run by hand (ping,
+a TCP connect, dig, a path-MTU probe, mtr, tcpdump, iptables-save, ip route,
+ss), reads it like an engineer would, and prints one verdict of the taxonomy
+with the evidence, what was ruled out and what to do.
+
+  --netns        the source: the pod that has the problem
+  --peer-netns   the destination side: its listeners, its firewall, a capture
+                 at both ends (tells a closed port from a REJECT rule)
+  --node-netns   the source's node: routes, NAT rules, the overlay
+                 (default: this process's own namespace, read only)
+  --to           what the pod fails to reach; a port makes it a TCP question
+  --dns          names the pod fails to resolve (with the pod's resolv.conf:
+                 /etc/netns/NAME/resolv.conf for /run/netns/NAME if present,
+                 else /etc/resolv.conf; --resolv-conf overrides)
+  Neither --to nor --dns: the pod checks itself (links, routes, its gateway,
+  its DNS configuration, a cluster and an outside name).
+
+With --lab, names of the fault lab (netdiag lab status) replace the paths.
+
+Exit status: 0 when a finding was produced (whatever its verdict), 2 for bad
+input, 1 for an internal failure.
+
+Examples:
+  netdiag diagnose --netns /proc/4242/ns/net --to 10.244.1.7:8080
+  netdiag diagnose --netns cni-3f2a --dns kubernetes.default -o json
+  netdiag diagnose --lab pod default/client --to svc/default/web:80
+  netdiag diagnose --lab pod default/client --dns example.com --capture 3s -o markdown
+`
+
+func runDiagnose(c *cli, args []string) int {
+	fs := c.newFlags("diagnose", diagnoseUsage)
+	var pf probeFlags
+	pf.register(fs)
+	useLab := fs.Bool("lab", false, "resolve the fault lab's names: pod NS/NAME or node NAME, and --to pod/...|svc/...|host/...")
+	inst := instanceFlag(fs)
+	out := outputFlag(fs, "text", "text", "json", "markdown")
+	pos, code, err := c.parse(fs, args)
+	if err != nil {
+		return code
+	}
+	if err := checkOutput(*out, "text", "json", "markdown"); err != nil {
+		return c.usageError("diagnose", "%v", err)
+	}
+	if pf.capture < 0 || pf.capture > collectors.MaxCaptureDuration || (pf.capture > 0 && pf.capture < 100*time.Millisecond) {
+		return c.usageError("diagnose", "--capture %s: give a duration between 1s and %s, e.g. 3s", pf.capture, collectors.MaxCaptureDuration)
+	}
+	for _, n := range pf.dns {
+		if err := collectors.ValidateName(n); err != nil {
+			return c.usageError("diagnose", "--dns: %v", err)
+		}
+	}
+	var req *diagnose.Request
+	if *useLab {
+		if len(pos) != 2 {
+			return c.usageError("diagnose", "--lab needs a target: %s", labview.TargetForms)
+		}
+		st, err := lab.GetStatus(*inst)
+		if err != nil {
+			return c.usageError("diagnose", "%v", err)
+		}
+		req, err = labview.Request(st, pos[0], pos[1], pf.to, pf.dns)
+		if err != nil {
+			return c.usageError("diagnose", "%v", err)
+		}
+	} else {
+		if len(pos) > 0 {
+			return c.usageError("diagnose", "unexpected argument %q (lab names need --lab; everything else is a flag)", pos[0])
+		}
+		if pf.netns == "" {
+			return c.usageError("diagnose", "--netns is required (accepted: /run/netns/NAME, NAME, /proc/PID/ns/net), or --lab pod NS/NAME")
+		}
+		req = &diagnose.Request{Source: pf.netns, Peer: pf.peer, Node: pf.node, ResolvConf: pf.resolvConf, DNS: pf.dns}
+		if req.Node == "" {
+			req.Node = "/proc/self/ns/net"
+		}
+		req.Question = "netns " + pf.netns
+		if pf.to != "" {
+			d, err := collectors.ParseDest(pf.to)
+			if err != nil {
+				return c.usageError("diagnose", "--to: %v", err)
+			}
+			req.To = d
+			req.Question += " to " + pf.to
+		}
+		if len(pf.dns) > 0 {
+			req.Question += " resolving " + strings.Join(pf.dns, ", ")
+		}
+	}
+	req.Capture, req.Filter, req.Pcap = pf.capture, pf.filter, pf.pcap
+	if req.ResolvConf == "" && pf.resolvConf != "" {
+		req.ResolvConf = pf.resolvConf
+	}
+	// Every namespace must exist before anything runs.
+	for _, x := range []struct{ flag, path string }{{"--netns", req.Source}, {"--peer-netns", req.Peer}, {"--node-netns", req.Node}, {"peer node", req.PeerNode}} {
+		if x.path == "" {
+			continue
+		}
+		n, err := netns.Open(x.path)
+		if err != nil {
+			return c.usageError("diagnose", "%s: %v", x.flag, err)
+		}
+		n.Close()
+	}
+	if req.ResolvConf != "" {
+		if _, err := os.Stat(req.ResolvConf); err != nil {
+			return c.usageError("diagnose", "--resolv-conf: %v", err)
+		}
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	if req.Capture > 0 {
+		if _, err := collectors.CompileFilter(ctx, req.Filter, collectors.HeadersSnapLen); err != nil {
+			return c.usageError("diagnose", "--filter: %v", err)
+		}
+	}
+	if req.To != nil && !req.To.Addr.IsValid() {
+		src, err := netns.Open(req.Source)
+		if err != nil {
+			return c.usageError("diagnose", "--netns: %v", err)
+		}
+		rc := req.ResolvConf
+		if rc == "" {
+			rc = collectors.DefaultResolvConf(src.Path())
+		}
+		err = collectors.ResolveDest(ctx, src, rc, req.To, time.Second)
+		src.Close()
+		if err != nil {
+			return c.usageError("diagnose", "--to: %v", err)
+		}
+	}
+	if err := req.Validate(); err != nil {
+		return c.usageError("diagnose", "%v", err)
+	}
+	if !needRoot(c, "diagnose") {
+		return exitInternal
+	}
+	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}, Log: c.log}
+	f, err := eng.Diagnose(ctx, req)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return c.usageError("diagnose", "%v", err)
+		}
+		return c.failure("diagnose", err)
+	}
+	switch *out {
+	case "json":
+		if err := f.WriteJSON(c.stdout, true); err != nil {
+			return c.failure("diagnose", err)
+		}
+	case "markdown":
+		f.WriteMarkdown(c.stdout)
+	default:
+		f.WriteText(c.stdout)
+	}
+	return exitOK
+}

@@ -1,0 +1,128 @@
+package diagnose
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/netdiag/netdiag/collectors"
+)
+
+// Plan is what to run for a request: collector jobs per namespace and the
+// shared parameters. It crosses to a node's agent as JSON.
+type Plan struct {
+	Source   string             `json:"source"`
+	Peer     string             `json:"peer,omitempty"`
+	Node     string             `json:"node,omitempty"`
+	PeerNode string             `json:"peer_node,omitempty"`
+	Jobs     []collectors.Job   `json:"jobs"`
+	Params   *collectors.Params `json:"params"`
+}
+
+// Dumps per namespace: what an engineer reads on each side before probing.
+var (
+	sourceDumps   = []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "resolv"}
+	nodeDumps     = []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "ipvs"}
+	peerDumps     = []string{"links", "routes", "sysctls", "sockets", "iptables", "nftables"}
+	peerNodeDumps = []string{"links", "routes", "neighbours", "sysctls", "iptables", "nftables"}
+)
+
+// NewPlan picks the collectors for the question. The probes follow the
+// symptom the question implies: a port means TCP, a destination means ping,
+// path MTU and hops, names mean DNS; no question means the pod checks itself.
+func NewPlan(r *Request) (*Plan, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Plan{Source: r.Source, Peer: r.Peer, Node: r.Node, PeerNode: r.PeerNode}
+	params := &collectors.Params{To: r.To, DNS: append([]string(nil), r.DNS...), ResolvConf: r.ResolvConf}
+	p.Params = params
+	add := func(scope collectors.Scope, names ...string) {
+		for _, n := range names {
+			p.Jobs = append(p.Jobs, collectors.Job{Collector: n, Scope: scope})
+		}
+	}
+	add(collectors.ScopeSource, sourceDumps...)
+	if r.Node != "" && r.Node != r.Source {
+		add(collectors.ScopeNode, nodeDumps...)
+	}
+	if r.Peer != "" {
+		add(collectors.ScopePeer, peerDumps...)
+	}
+	if r.PeerNode != "" && r.PeerNode != r.Node {
+		add(collectors.ScopePeerNode, peerNodeDumps...)
+	}
+	c := r.Cluster
+	switch {
+	case r.To != nil:
+		add(collectors.ScopeSource, "ping", "pmtu", "hops")
+		if r.To.Port != 0 {
+			add(collectors.ScopeSource, "tcp")
+		}
+		// A Service question also asks one ready backend directly: the
+		// Service failing while its pod answers is the node's rules.
+		if c != nil && c.Service != nil {
+			if eps := c.Service.ReadyEndpoints(); len(eps) > 0 && c.Service.Protocol != "UDP" {
+				ep := *params
+				ep.To = &collectors.Dest{Addr: netip.MustParseAddr(eps[0].IP), Port: uint16(c.Service.TargetPort)}
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: "tcp", Scope: collectors.ScopeSource, Label: "endpoint", Params: &ep})
+			}
+		}
+	case len(r.DNS) == 0:
+		// The pod checks itself: its gateway, and a cluster and an outside
+		// name through its own resolv.conf.
+		params.PingGateway = true
+		add(collectors.ScopeSource, "ping")
+		if c != nil && c.APIName != "" {
+			params.DNS = append(params.DNS, c.APIName)
+		}
+		params.DNS = append(params.DNS, "example.com")
+	}
+	if len(params.DNS) > 0 {
+		// A cluster name is the control: if it resolves while the asked
+		// name does not, the cluster DNS works and its upstream does not.
+		if c != nil && c.APIName != "" && !slices.Contains(params.DNS, c.APIName) {
+			params.DNS = append(params.DNS, c.APIName)
+		}
+		add(collectors.ScopeSource, "dns")
+		if c != nil && c.DNS != nil {
+			for _, e := range c.DNS.ReadyEndpoints() {
+				params.DNSEndpoints = append(params.DNSEndpoints, e.IP)
+			}
+		}
+	}
+	// The overlay's own traffic between the two nodes, traced through both
+	// nodes' firewalls: leaving the source node, arriving at the peer node.
+	if c != nil && c.SourceNode != nil && c.PeerNode != nil && c.SourceNode.Name != c.PeerNode.Name && c.SourceNode.OverlayPort != 0 {
+		src, err1 := netip.ParseAddr(c.SourceNode.InternalIP)
+		dst, err2 := netip.ParseAddr(c.PeerNode.InternalIP)
+		if err1 == nil && err2 == nil {
+			vx := collectors.Flow{Proto: "udp", Src: src, Dst: dst, DPort: uint16(c.SourceNode.OverlayPort)}
+			out, in := vx, vx
+			out.Path, in.Path = "output", "input"
+			params.ExtraFlows = append(params.ExtraFlows, out, in)
+		}
+	}
+	if r.Capture > 0 {
+		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap}
+		add(collectors.ScopeSource, "capture")
+		if r.Peer != "" {
+			add(collectors.ScopePeer, "capture")
+		}
+	}
+	return p, nil
+}
+
+// String lists the plan's jobs, for logs.
+func (p *Plan) String() string {
+	var parts []string
+	for _, j := range p.Jobs {
+		s := fmt.Sprintf("%s@%s", j.Collector, j.Scope)
+		if j.Label != "" {
+			s += "(" + j.Label + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,127 @@
+package diagnose
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors"
+)
+
+// Request is one question: from which namespace, to what.
+type Request struct {
+	// Question restates it in the user's words ("pod default/client to
+	// svc/default/web:80").
+	Question string `json:"question"`
+	// Namespace paths: the source (the pod), the destination side, the
+	// source's node and the destination's node. Only Source is required.
+	Source   string `json:"source"`
+	Peer     string `json:"peer,omitempty"`
+	Node     string `json:"node,omitempty"`
+	PeerNode string `json:"peer_node,omitempty"`
+
+	To         *collectors.Dest `json:"to,omitempty"`
+	DNS        []string         `json:"dns,omitempty"`
+	ResolvConf string           `json:"resolv_conf,omitempty"`
+
+	Capture time.Duration `json:"capture,omitempty"`
+	Filter  string        `json:"filter,omitempty"`
+	Pcap    string        `json:"pcap,omitempty"`
+
+	// Cluster is what the Kubernetes view knows; nil for a bare namespace.
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is the Kubernetes view of the question: the facts the network
+// cannot show (which pods are ready, where kube-proxy runs) and the names
+// that give the network's facts a meaning (this IP is the DNS Service).
+type Cluster struct {
+	ClusterCIDR   string `json:"cluster_cidr,omitempty"`
+	ServiceCIDR   string `json:"service_cidr,omitempty"`
+	ClusterDomain string `json:"cluster_domain,omitempty"`
+	// APIName is the cluster's API Service name for the self-check.
+	APIName string `json:"api_name,omitempty"`
+	// DNS is the cluster DNS Service.
+	DNS *Service `json:"dns,omitempty"`
+	// Service is the destination, when the question is about a Service.
+	Service *Service `json:"service,omitempty"`
+	// SourceNode and PeerNode are the nodes of the source and destination.
+	SourceNode *Node `json:"source_node,omitempty"`
+	PeerNode   *Node `json:"peer_node,omitempty"`
+	// SourceName and PeerName name the two ends ("pod default/client").
+	SourceName string `json:"source_name,omitempty"`
+	PeerName   string `json:"peer_name,omitempty"`
+}
+
+// Service is a ClusterIP Service.
+type Service struct {
+	Name       string     `json:"name"` // namespace/name
+	ClusterIP  string     `json:"cluster_ip"`
+	Port       int        `json:"port"`
+	Protocol   string     `json:"protocol"`
+	TargetPort int        `json:"target_port"`
+	Endpoints  []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one backend of a Service.
+type Endpoint struct {
+	IP    string `json:"ip"`
+	Pod   string `json:"pod,omitempty"`
+	Ready bool   `json:"ready"`
+}
+
+// ReadyEndpoints returns the ready backends.
+func (s *Service) ReadyEndpoints() []Endpoint {
+	var out []Endpoint
+	for _, e := range s.Endpoints {
+		if e.Ready {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Node is a node as the Kubernetes view knows it.
+type Node struct {
+	Name       string `json:"name"`
+	InternalIP string `json:"internal_ip"`
+	PodCIDR    string `json:"pod_cidr,omitempty"`
+	// KubeProxy is "Running" or why not ("Pending: evicted ...").
+	KubeProxy string `json:"kube_proxy,omitempty"`
+	// Overlay is the overlay device name (flannel.1) and its UDP port.
+	OverlayDevice string `json:"overlay_device,omitempty"`
+	OverlayPort   int    `json:"overlay_port,omitempty"`
+}
+
+// Validate checks a request before anything runs; the errors say what is
+// accepted.
+func (r *Request) Validate() error {
+	if r.Source == "" {
+		return fmt.Errorf("no source namespace: give --netns /run/netns/NAME, NAME or /proc/PID/ns/net")
+	}
+	if r.Capture < 0 || r.Capture > collectors.MaxCaptureDuration {
+		return fmt.Errorf("capture %s: give a duration between 1s and %s, e.g. 3s", r.Capture, collectors.MaxCaptureDuration)
+	}
+	for _, n := range r.DNS {
+		if err := collectors.ValidateName(n); err != nil {
+			return err
+		}
+	}
+	if r.Cluster != nil && r.Cluster.Service != nil && r.To != nil && r.To.Port == 0 {
+		return fmt.Errorf("--to %s is a Service: give its port (svc/NS/NAME:PORT)", r.Cluster.Service.Name)
+	}
+	return nil
+}
+
+// clusterNet reports whether an address is a pod or Service address.
+func (c *Cluster) inCluster(a netip.Addr) bool {
+	if c == nil {
+		return false
+	}
+	for _, s := range []string{c.ClusterCIDR, c.ServiceCIDR} {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
