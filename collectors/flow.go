@@ -19,6 +19,9 @@ type Flow struct {
 	// Path overrides the scope's usual path through the firewall:
 	// "output", "forward" or "input".
 	Path string `json:"path,omitempty"`
+	// Scope, when set, limits the flow to the namespace it crosses (the
+	// overlay's UDP leaves one node and arrives at the other).
+	Scope Scope `json:"scope,omitempty"`
 }
 
 func (f Flow) String() string {
@@ -28,9 +31,10 @@ func (f Flow) String() string {
 	return fmt.Sprintf("%s %s -> %s:%d", f.Proto, f.Src, f.Dst, f.DPort)
 }
 
-// flows are the probes' flows for the question asked: the destination (TCP to
-// its port, or ICMP) and DNS to each nameserver.
-func (p *Params) flows(src netip.Addr) []Flow {
+// flows are the probes' flows for the question asked, as a namespace of the
+// given scope sees them: the destination (TCP to its port, and ICMP), DNS to
+// each nameserver, and the extra flows meant for that scope.
+func (p *Params) flows(src netip.Addr, scope Scope) []Flow {
 	var out []Flow
 	if p.To != nil && p.To.Addr.IsValid() {
 		if p.To.Port != 0 {
@@ -45,7 +49,15 @@ func (p *Params) flows(src netip.Addr) []Flow {
 			out = append(out, Flow{Proto: "udp", Src: src, Dst: a, DPort: 53})
 		}
 	}
-	return append(out, p.ExtraFlows...)
+	for _, f := range p.ExtraFlows {
+		if f.Scope == "" || f.Scope == scope {
+			if !f.Dst.IsValid() {
+				f.Dst = src
+			}
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // pathIn is the way the flow crosses a namespace of the given scope: out of

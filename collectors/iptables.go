@@ -108,7 +108,7 @@ func collectIptables(ctx context.Context, in Input) (*Iptables, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range in.flows(in.Src) {
+	for _, f := range in.flows(in.Src, in.Scope) {
 		out.Traces = append(out.Traces, out.Trace(f, f.pathIn(in.Scope)))
 	}
 	return out, nil

@@ -66,7 +66,7 @@ func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range in.flows(in.Src) {
+	for _, f := range in.flows(in.Src, in.Scope) {
 		out.Traces = append(out.Traces, out.Trace(f, f.pathIn(in.Scope)))
 	}
 	return out, nil

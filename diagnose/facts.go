@@ -85,7 +85,22 @@ func readFacts(r *Request, ev []collectors.Evidence) *facts {
 			}
 		}
 	}
+	// When the source is a node, the node's view is the source's.
+	if r.Node != "" && r.Node == r.Source {
+		for _, m := range []func(){
+			func() { alias(f.links) }, func() { alias(f.routes) }, func() { alias(f.neigh) }, func() { alias(f.sysctls) },
+			func() { alias(f.sockets) }, func() { alias(f.ipt) }, func() { alias(f.nft) },
+		} {
+			m()
+		}
+	}
 	return f
+}
+
+func alias[T any](m map[collectors.Scope]*T) {
+	if m[collectors.ScopeNode] == nil {
+		m[collectors.ScopeNode] = m[collectors.ScopeSource]
+	}
 }
 
 // Probe outcomes.

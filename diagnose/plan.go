@@ -92,16 +92,31 @@ func NewPlan(r *Request) (*Plan, error) {
 			}
 		}
 	}
-	// The overlay's own traffic between the two nodes, traced through both
-	// nodes' firewalls: leaving the source node, arriving at the peer node.
+	// ICMP answers coming back into the source: a host firewall that rejects
+	// ICMP on the way in breaks ping and path-MTU discovery (the seed's
+	// master). Dst left empty is the source's own address.
+	if r.To != nil && r.To.Addr.IsValid() {
+		params.ExtraFlows = append(params.ExtraFlows, collectors.Flow{Proto: "icmp", Src: r.To.Addr, Path: "input", Scope: collectors.ScopeSource})
+	}
+	// The overlay's own traffic between the two nodes, both ways, traced
+	// through both nodes' firewalls where it leaves and where it arrives.
 	if c != nil && c.SourceNode != nil && c.PeerNode != nil && c.SourceNode.Name != c.PeerNode.Name && c.SourceNode.OverlayPort != 0 {
-		src, err1 := netip.ParseAddr(c.SourceNode.InternalIP)
-		dst, err2 := netip.ParseAddr(c.PeerNode.InternalIP)
+		a, err1 := netip.ParseAddr(c.SourceNode.InternalIP)
+		b, err2 := netip.ParseAddr(c.PeerNode.InternalIP)
 		if err1 == nil && err2 == nil {
-			vx := collectors.Flow{Proto: "udp", Src: src, Dst: dst, DPort: uint16(c.SourceNode.OverlayPort)}
-			out, in := vx, vx
-			out.Path, in.Path = "output", "input"
-			params.ExtraFlows = append(params.ExtraFlows, out, in)
+			// When the source is the node itself, its namespace is the
+			// source scope.
+			here := collectors.ScopeNode
+			if r.Node == r.Source {
+				here = collectors.ScopeSource
+			}
+			port := uint16(c.SourceNode.OverlayPort)
+			params.ExtraFlows = append(params.ExtraFlows,
+				collectors.Flow{Proto: "udp", Src: a, Dst: b, DPort: port, Path: "output", Scope: here},
+				collectors.Flow{Proto: "udp", Src: a, Dst: b, DPort: port, Path: "input", Scope: collectors.ScopePeerNode},
+				collectors.Flow{Proto: "udp", Src: b, Dst: a, DPort: port, Path: "output", Scope: collectors.ScopePeerNode},
+				collectors.Flow{Proto: "udp", Src: b, Dst: a, DPort: port, Path: "input", Scope: here},
+			)
 		}
 	}
 	if r.Capture > 0 {

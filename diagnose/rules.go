@@ -172,6 +172,16 @@ func ruleLinkDown(f *facts) (*match, string) {
 		if l.AdminUp && l.Carrier {
 			continue
 		}
+		// A bridge loses its carrier when its ports do: name the port.
+		if l.Type == "bridge" && l.AdminUp {
+			for i := range f.links[pl.scope].Links {
+				m := &f.links[pl.scope].Links[i]
+				if m.Master == l.Name && (!m.AdminUp || !m.Carrier) {
+					l = m
+					break
+				}
+			}
+		}
 		state := "has no carrier (its peer or cable is down)"
 		next := fmt.Sprintf("Find why %s lost its carrier: for a veth, the other end (the pod's host-side veth on its node) is down; `ip link set <host veth> up` on the node, or restart the pod so the CNI plugin recreates it.", l.Name)
 		if !l.AdminUp {
@@ -291,7 +301,7 @@ func (f *facts) overlayIssues() []Observation {
 	}
 	// The overlay's UDP port in either node's firewall.
 	if s, tr, tool := f.blocked(func(fl collectors.Flow) bool { return fl.Proto == "udp" && int(fl.DPort) == c.SourceNode.OverlayPort }); tr != nil {
-		out = append(out, obs(tool, "UDP %d (VXLAN) from %s to %s is %sed on %s by %s", tr.Flow.DPort, tr.Flow.Src, tr.Flow.Dst, strings.ToLower(tr.Verdict), f.scopeName(s), tr.VerdictBy))
+		out = append(out, obs(tool, "UDP %d (VXLAN) from %s to %s is %s on %s by %s", tr.Flow.DPort, tr.Flow.Src, tr.Flow.Dst, pastTense(tr.Verdict), f.scopeName(s), tr.VerdictBy))
 	}
 	return out
 }
@@ -316,7 +326,7 @@ func ruleOverlay(f *facts) (*match, string) {
 	ev := append(issues, fails...)
 	// The seed's master: ICMP rejected on the node too; list it with the rest.
 	if s, tr, tool := f.blocked(func(fl collectors.Flow) bool { return fl.Proto == "icmp" }); tr != nil {
-		ev = append(ev, obs(tool, "ICMP to %s is %sed on %s by %s", tr.Flow.Dst, strings.ToLower(tr.Verdict), f.scopeName(s), tr.VerdictBy))
+		ev = append(ev, obs(tool, "ICMP from %s to %s is %s on %s by %s", tr.Flow.Src, tr.Flow.Dst, pastTense(tr.Verdict), f.scopeName(s), tr.VerdictBy))
 	}
 	var next []string
 	for _, o := range issues {
@@ -524,28 +534,33 @@ func ruleDNSPath(f *facts) (*match, string) {
 	if len(svc) == 0 || len(eps) == 0 {
 		return nil, "the DNS endpoints were not asked directly"
 	}
-	svcTimeouts := 0
+	// The same name: timing out through the Service, answered by a DNS pod
+	// asked directly. A name that fails both ways is not the path.
+	var broken []collectors.DNSLookup
+	var direct string
 	for _, l := range svc {
-		if !l.Resolved && strings.HasPrefix(lastQuery(l), "timeout") {
-			svcTimeouts++
+		if l.Resolved || !strings.HasPrefix(lastQuery(l), "timeout") {
+			continue
+		}
+		for _, e := range eps {
+			if e.Name == l.Name && e.Resolved {
+				broken, direct = append(broken, l), e.Server
+				break
+			}
 		}
 	}
-	epOK := 0
-	for _, l := range eps {
-		if l.Resolved {
-			epOK++
+	if len(broken) == 0 {
+		for _, l := range svc {
+			if l.Resolved {
+				return nil, fmt.Sprintf("%s resolves through the DNS Service %s", l.Name, l.Server)
+			}
 		}
-	}
-	if svcTimeouts == 0 {
-		return nil, "queries to the DNS Service did not time out"
-	}
-	if epOK == 0 {
-		return nil, "the DNS pods do not answer directly either"
+		return nil, "no name that times out through the DNS Service resolves when a DNS pod is asked directly"
 	}
 	c := f.req.Cluster
 	ev := []Observation{
-		obs("dns", "%d lookup(s) through %s timed out", svcTimeouts, svc[0].Server),
-		obs("dns", "the same names resolve when the DNS pod %s is asked directly", eps[0].Server),
+		obs("dns", "%s through %s: %s", broken[0].Name, broken[0].Server, lastQuery(broken[0])),
+		obs("dns", "%s resolves when the DNS pod %s is asked directly", broken[0].Name, direct),
 	}
 	node := f.scopeName(collectors.ScopeNode)
 	next := []string{}
@@ -610,7 +625,7 @@ func ruleDNSDown(f *facts) (*match, string) {
 		ev = append(ev, obs("kubernetes", "Service %s has %d ready endpoint(s)", c.DNS.Name, len(c.DNS.ReadyEndpoints())))
 	}
 	return &match{confidence: 0.9,
-		summary:  fmt.Sprintf("The cluster DNS at %s is reachable but does not answer: %s.", bad[0].Server, lastQuery(bad[0])),
+		summary:  fmt.Sprintf("The cluster DNS at %s is reachable but does not answer: %s resolving %s.", bad[0].Server, strings.SplitN(lastQuery(bad[0]), " for ", 2)[0], bad[0].Name),
 		evidence: ev,
 		next: []string{"Check the CoreDNS pods: `kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide`, their logs, restarts and readiness.",
 			"Connection refused means nothing listens on port 53 in the DNS pods (CoreDNS crashed or its Corefile failed to load); SERVFAIL for cluster names points at the kubernetes plugin (API access, RBAC)."}}, ""
@@ -690,7 +705,7 @@ func ruleFirewall(f *facts) (*match, string) {
 		// Port level: ICMP passes, the port does not.
 		if tcpTr != nil {
 			v := PortFirewall
-			ev := []Observation{obs(tcpTool, "TCP %d to %s is %sed on %s by %s", port, dst, strings.ToLower(tcpTr.Verdict), f.scopeName(tcpScope), tcpTr.VerdictBy)}
+			ev := []Observation{obs(tcpTool, "TCP %d to %s is %s on %s by %s", port, dst, pastTense(tcpTr.Verdict), f.scopeName(tcpScope), tcpTr.VerdictBy)}
 			ev = append(ev, obs("ping", "ICMP to %s gets replies", dst))
 			ev = append(ev, fails...)
 			if ls := f.listeners(port); ls != "" {
@@ -714,9 +729,9 @@ func ruleFirewall(f *facts) (*match, string) {
 		if tr == nil {
 			return nil, "no DROP or REJECT rule on the path matches the probes"
 		}
-		ev := []Observation{obs(tool, "%s to %s is %sed on %s by %s", strings.ToUpper(tr.Flow.Proto), dst, strings.ToLower(tr.Verdict), f.scopeName(s), tr.VerdictBy)}
+		ev := []Observation{obs(tool, "%s to %s is %s on %s by %s", strings.ToUpper(tr.Flow.Proto), dst, pastTense(tr.Verdict), f.scopeName(s), tr.VerdictBy)}
 		if icmpTr != nil && icmpTr != tr {
-			ev = append(ev, obs(icmpTool, "ICMP to %s is %sed on %s by %s", dst, strings.ToLower(icmpTr.Verdict), f.scopeName(icmpScope), icmpTr.VerdictBy))
+			ev = append(ev, obs(icmpTool, "ICMP to %s is %s on %s by %s", dst, pastTense(icmpTr.Verdict), f.scopeName(icmpScope), icmpTr.VerdictBy))
 		}
 		ev = append(ev, fails...)
 		return &match{confidence: 0.9,
@@ -940,4 +955,14 @@ func ruleMTU(f *facts) (*match, string) {
 			return 0
 		}()),
 		evidence: ev, next: next}, ""
+}
+
+func pastTense(verdict string) string {
+	switch verdict {
+	case "DROP":
+		return "dropped"
+	case "REJECT":
+		return "rejected"
+	}
+	return strings.ToLower(verdict) + "ed"
 }
