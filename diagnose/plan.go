@@ -55,19 +55,28 @@ func NewPlan(r *Request) (*Plan, error) {
 	}
 	c := r.Cluster
 	switch {
+	case r.To != nil && c != nil && c.Service != nil:
+		// A ClusterIP answers no ICMP (it exists only as NAT rules), so
+		// ping, path MTU and hops go to a ready backend; TCP goes to the
+		// Service and, to tell the node's rules from the pod, also straight
+		// to that backend.
+		if r.To.Port != 0 {
+			add(collectors.ScopeSource, "tcp")
+		}
+		if eps := c.Service.ReadyEndpoints(); len(eps) > 0 {
+			ep := *params
+			ep.To = &collectors.Dest{Addr: netip.MustParseAddr(eps[0].IP), Port: uint16(c.Service.TargetPort)}
+			for _, n := range []string{"ping", "pmtu", "hops"} {
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: n, Scope: collectors.ScopeSource, Params: &ep})
+			}
+			if c.Service.Protocol != "UDP" {
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: "tcp", Scope: collectors.ScopeSource, Label: "endpoint", Params: &ep})
+			}
+		}
 	case r.To != nil:
 		add(collectors.ScopeSource, "ping", "pmtu", "hops")
 		if r.To.Port != 0 {
 			add(collectors.ScopeSource, "tcp")
-		}
-		// A Service question also asks one ready backend directly: the
-		// Service failing while its pod answers is the node's rules.
-		if c != nil && c.Service != nil {
-			if eps := c.Service.ReadyEndpoints(); len(eps) > 0 && c.Service.Protocol != "UDP" {
-				ep := *params
-				ep.To = &collectors.Dest{Addr: netip.MustParseAddr(eps[0].IP), Port: uint16(c.Service.TargetPort)}
-				p.Jobs = append(p.Jobs, collectors.Job{Collector: "tcp", Scope: collectors.ScopeSource, Label: "endpoint", Params: &ep})
-			}
 		}
 	case len(r.DNS) == 0:
 		// The pod checks itself: its gateway, and a cluster and an outside

@@ -884,7 +884,7 @@ func ruleRouteAsymmetric(f *facts) (*match, string) {
 	c := f.req.Cluster
 	r := f.routes[collectors.ScopeNode]
 	if c != nil && c.SourceNode != nil && c.PeerNode != nil && c.PeerNode.Name != c.SourceNode.Name && r != nil && r.Chosen != nil &&
-		c.SourceNode.OverlayDevice != "" && r.Chosen.Dev != c.SourceNode.OverlayDevice {
+		c.SourceNode.OverlayDevice != "" && r.Chosen.Dev != c.SourceNode.OverlayDevice && inPrefix(r.Chosen.Dst, c.PeerNode.PodCIDR) {
 		ev := []Observation{obs("routes", "%s routes %s (a pod on node %s) via %s, not via the overlay %s", f.scopeName(collectors.ScopeNode), r.Chosen.Dst, c.PeerNode.Name, r.Chosen.Dev, c.SourceNode.OverlayDevice)}
 		if sc := f.sysctls[collectors.ScopePeerNode]; sc != nil {
 			var strict []string
@@ -965,4 +965,10 @@ func pastTense(verdict string) string {
 		return "rejected"
 	}
 	return strings.ToLower(verdict) + "ed"
+}
+
+func inPrefix(addr, prefix string) bool {
+	a, err1 := netip.ParseAddr(addr)
+	p, err2 := netip.ParsePrefix(prefix)
+	return err1 == nil && err2 == nil && p.Contains(a)
 }
