@@ -22,7 +22,7 @@ import (
 	"github.com/netdiag/netdiag/lab"
 )
 
-const benchUsage = `Usage: netdiag bench capture|pmtu|collectors [--instance NAME]
+const benchUsage = `Usage: netdiag bench capture|pmtu|collectors|diagnose [--instance NAME]
 
 Measures netdiag on a lab of its own and prints the figures:
 
@@ -35,6 +35,10 @@ Measures netdiag on a lab of its own and prints the figures:
               dropped (a black hole): the MTU found and the probes it took
   collectors  every collector but the capture on one pod, its node and its
               peer in parallel: wall time over 10 runs
+  diagnose    'netdiag diagnose' on the healthy lab, without capture and with
+              --capture 3s (wall time of the command, 5 runs each), and the
+              same checks done the runbook's way, one command after another
+              (ping, nc, dig, tcpdump for 3 s, iptables-save, ip route): the ratio
 
 Builds the lab instance "bench" (or --instance) and removes it at the end.
 Needs root.
@@ -48,10 +52,10 @@ func runBench(c *cli, args []string) int {
 		return code
 	}
 	benches := map[string]func(context.Context, *cli, *lab.Lab) error{
-		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors,
+		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors, "diagnose": benchDiagnose,
 	}
 	if len(pos) != 1 || benches[pos[0]] == nil {
-		return c.usageError("bench", "give one of: capture, pmtu, collectors")
+		return c.usageError("bench", "give one of: capture, pmtu, collectors, diagnose")
 	}
 	if err := lab.ValidateInstance(*inst); err != nil {
 		return c.usageError("bench", "%v", err)
@@ -317,5 +321,68 @@ func benchCollectors(ctx context.Context, c *cli, l *lab.Lab) error {
 		parts = append(parts, fmt.Sprintf("%s %.0fms", n, slowest[n]))
 	}
 	fmt.Fprintf(c.stdout, "slowest run of each: %s\n", strings.Join(parts, ", "))
+	return nil
+}
+
+func benchDiagnose(ctx context.Context, c *cli, l *lab.Lab) error {
+	self, _ := os.Executable()
+	client, _ := l.Pod("default/client")
+	web, _ := l.Pod("default/web")
+	nodeB, _ := l.Node("node-b")
+	timeRuns := func(n int, args ...string) ([]time.Duration, error) {
+		var out []time.Duration
+		for range n {
+			cmd := exec.CommandContext(ctx, self, args...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			start := time.Now()
+			b, err := cmd.Output()
+			if err != nil {
+				return nil, fmt.Errorf("%v: %v: %s", args, err, stderr.String())
+			}
+			out = append(out, time.Since(start))
+			if !strings.Contains(string(b), `"class": "healthy"`) {
+				return nil, fmt.Errorf("the healthy lab did not diagnose as healthy: %s", b)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		return out, nil
+	}
+	base := []string{"diagnose", "--lab", "--instance", l.Instance, "pod", "default/client", "--to", "pod/default/web:8080", "--dns", "web.default.svc.cluster.local", "-o", "json"}
+	plain, err := timeRuns(5, base...)
+	if err != nil {
+		return err
+	}
+	withCap, err := timeRuns(5, append(base, "--capture", "3s", "--pcap", filepath.Join(os.TempDir(), "netdiag-bench.pcap"))...)
+	if err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(os.TempDir(), "netdiag-bench.pcap"))
+	fmt.Fprintf(c.stdout, "netdiag diagnose (ping, TCP, path MTU, hops, DNS and the dumps on pod, node and peer), 5 runs each:\n")
+	fmt.Fprintf(c.stdout, "  without capture: median %s, max %s (target < 2s)\n", plain[2].Round(time.Millisecond), plain[4].Round(time.Millisecond))
+	fmt.Fprintf(c.stdout, "  --capture 3s:    median %s, max %s (target < 4s)\n", withCap[2].Round(time.Millisecond), withCap[4].Round(time.Millisecond))
+
+	// The runbook: one command after another, inside the right namespaces,
+	// as an engineer types them (ip netns exec stands in for nsenter).
+	ip, _ := tools.Find("ip")
+	steps := [][]string{
+		{ip, "netns", "exec", client.Netns, "ping", "-c", "5", web.IP},
+		{ip, "netns", "exec", client.Netns, "nc", "-z", "-v", "-w", "3", web.IP, "8080"},
+		{ip, "netns", "exec", client.Netns, "dig", "+search", "web.default.svc.cluster.local"},
+		{ip, "netns", "exec", client.Netns, "timeout", "3", "tcpdump", "-i", "eth0", "-c", "100", "-w", filepath.Join(os.TempDir(), "runbook.pcap")},
+		{ip, "netns", "exec", nodeB.Netns, "iptables-save"},
+		{ip, "netns", "exec", nodeB.Netns, "ip", "route"},
+		{ip, "netns", "exec", client.Netns, "ip", "route"},
+	}
+	start := time.Now()
+	for _, st := range steps {
+		cmd := exec.CommandContext(ctx, st[0], st[1:]...)
+		cmd.Run() // tcpdump ends by timeout: its status does not matter here
+	}
+	runbook := time.Since(start)
+	os.Remove(filepath.Join(os.TempDir(), "runbook.pcap"))
+	fmt.Fprintf(c.stdout, "the runbook by hand, one command after another (ping -c 5, nc -z, dig, tcpdump 3 s, iptables-save, ip route x2): %s\n", runbook.Round(time.Millisecond))
+	fmt.Fprintf(c.stdout, "ratio runbook / netdiag: %.1fx without capture, %.1fx with --capture 3s (and the runbook still has to be read)\n",
+		float64(runbook)/float64(plain[2]), float64(runbook)/float64(withCap[2]))
 	return nil
 }

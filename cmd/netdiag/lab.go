@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/netdiag/netdiag/diagnose/labview"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -35,6 +36,7 @@ Subcommands:
   fault     inject a fault: netdiag lab fault NAME
   clear     heal every fault
   check     run the lab's connectivity checks (ping, TCP, HTTP, dig)
+  bench     the accuracy matrix: diagnose every fault and the healthy lab
 
 Examples:
   netdiag lab up
@@ -57,11 +59,11 @@ func runLab(c *cli, args []string) int {
 	}
 	subs := map[string]func(*cli, []string) int{
 		"up": labUp, "down": labDown, "status": labStatus, "faults": labFaults,
-		"fault": labFault, "clear": labClear, "check": labCheck,
+		"fault": labFault, "clear": labClear, "check": labCheck, "bench": labBench,
 	}
 	sub, ok := subs[args[0]]
 	if !ok {
-		return c.usageError("lab", "unknown subcommand %q (accepted: up, down, status, faults, fault, clear, check)", args[0])
+		return c.usageError("lab", "unknown subcommand %q (accepted: up, down, status, faults, fault, clear, check, bench)", args[0])
 	}
 	return sub(c, args[1:])
 }
@@ -442,4 +444,64 @@ func printMap(w io.Writer, st *lab.Status) {
 	if len(st.Missing) > 0 {
 		fmt.Fprintf(w, "\nmissing namespaces: %s (run `netdiag lab down --instance %s` and up again)\n", strings.Join(st.Missing, ", "), st.Instance)
 	}
+}
+
+func labBench(c *cli, args []string) int {
+	fs := c.newFlags("lab bench", `Usage: netdiag lab bench [--instance NAME] [--fault NAME]...
+
+The accuracy matrix: injects every fault (or the given ones), diagnoses it from
+the pod it hurts with the question in 'netdiag lab faults -o json', compares
+the verdict with the taxonomy cause the fault must produce, clears it; and asks
+the healthy lab the same questions, also under background traffic. Prints the
+table and the accuracy. Uses a running lab, or builds one and removes it after.
+Exits 1 when any case is wrong.
+`)
+	inst := instanceFlag(fs)
+	var only stringList
+	fs.Var(&only, "fault", "only this fault (repeatable)")
+	if _, code, err := c.parse(fs, args); err != nil {
+		return code
+	}
+	if err := lab.ValidateInstance(*inst); err != nil {
+		return c.usageError("lab bench", "%v", err)
+	}
+	cases := labview.Cases()
+	if len(only) > 0 {
+		var sel []labview.Case
+		for _, name := range only {
+			if _, err := lab.FaultByName(name); err != nil {
+				return c.usageError("lab bench", "%v", err)
+			}
+			for _, cs := range cases {
+				if cs.Name == name {
+					sel = append(sel, cs)
+				}
+			}
+		}
+		cases = sel
+	}
+	if !needRoot(c, "lab bench") {
+		return exitInternal
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	if st, err := lab.GetStatus(*inst); err != nil || st.Phase != "up" {
+		if _, err := lab.Up(ctx, *inst, c.log); err != nil {
+			return c.failure("lab bench", err)
+		}
+		defer lab.Down(context.Background(), *inst, c.log)
+	} else if len(st.Faults) > 0 {
+		return c.usageError("lab bench", "lab %q has active faults (%s); run `netdiag lab clear` first", *inst, strings.Join(st.Faults, ", "))
+	}
+	start := time.Now()
+	rows, err := labview.RunMatrix(ctx, *inst, cases, c.log)
+	if err != nil {
+		return c.failure("lab bench", err)
+	}
+	correct := labview.WriteMatrix(c.stdout, rows)
+	fmt.Fprintf(c.stdout, "took %s\n", time.Since(start).Round(time.Second))
+	if correct != len(rows) {
+		return exitInternal
+	}
+	return exitOK
 }

@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/labview"
+	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
 )
 
@@ -39,5 +41,50 @@ func TestParseArgs(t *testing.T) {
 	}
 	if _, _, _, _, err := labview.ParseArgs([]string{"pod"}); err == nil {
 		t.Error("missing name accepted")
+	}
+}
+
+// TestResetWithoutPeerView: a REJECT --reject-with tcp-reset looks like a
+// closed port from the source. Without the destination's view the finding
+// says so (lower confidence, the firewall as the alternative, and what tells
+// them apart); with it, it decides.
+func TestResetWithoutPeerView(t *testing.T) {
+	l := labtest.Up(t, "tamb")
+	ctx := context.Background()
+	if _, err := lab.InjectFault(ctx, l.Instance, "port-reject", nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := lab.GetStatus(l.Instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := labview.Request(st, "pod", "default/client", "pod/default/web:8080", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}}
+	with, err := eng.Diagnose(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if with.Verdict() != diagnose.PortFirewall || with.Confidence < 0.85 {
+		t.Errorf("with the peer's view: %s %.2f", with.Verdict(), with.Confidence)
+	}
+	req.Peer = ""
+	without, err := eng.Diagnose(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if without.Verdict() != diagnose.PortNotListen || without.Confidence > 0.7 {
+		t.Errorf("without the peer's view: %s %.2f", without.Verdict(), without.Confidence)
+	}
+	alt := false
+	for _, c := range without.AlsoConsidered {
+		if c.Class == "port-unreachable" && c.Cause == "firewall" && strings.Contains(c.RuledOutBy, "not ruled out") {
+			alt = true
+		}
+	}
+	if !alt || !strings.Contains(strings.Join(without.NextSteps, " "), "--peer-netns") {
+		t.Errorf("the alternative and how to tell them apart are missing: %+v %v", without.AlsoConsidered, without.NextSteps)
 	}
 }
