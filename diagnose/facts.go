@@ -3,7 +3,6 @@ package diagnose
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/netdiag/netdiag/collectors"
 )
@@ -109,9 +108,6 @@ func (f *facts) pingOK() bool {
 	return f.ping != nil && f.ping.Received == f.ping.Sent && f.ping.Sent > 0
 }
 func (f *facts) pingDead() bool { return f.ping != nil && f.ping.Sent > 0 && f.ping.Received == 0 }
-func (f *facts) pingLoss() bool {
-	return f.ping != nil && f.ping.Received > 0 && f.ping.Received < f.ping.Sent
-}
 func (f *facts) tcpOK() bool {
 	return f.tcp != nil && f.tcp.Connected == len(f.tcp.Attempts) && f.tcp.Connected > 0
 }
@@ -222,12 +218,3 @@ func (f *facts) scopeName(s collectors.Scope) string {
 	return string(s)
 }
 
-func joinNonEmpty(parts ...string) string {
-	var out []string
-	for _, p := range parts {
-		if p != "" {
-			out = append(out, p)
-		}
-	}
-	return strings.Join(out, "; ")
-}

@@ -2,7 +2,6 @@ package diagnose
 
 import (
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/netdiag/netdiag/collectors"
@@ -113,15 +112,3 @@ func (r *Request) Validate() error {
 	return nil
 }
 
-// clusterNet reports whether an address is a pod or Service address.
-func (c *Cluster) inCluster(a netip.Addr) bool {
-	if c == nil {
-		return false
-	}
-	for _, s := range []string{c.ClusterCIDR, c.ServiceCIDR} {
-		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}

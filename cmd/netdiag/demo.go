@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
+	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/diagnose/labview"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -14,9 +15,11 @@ const demoUsage = `Usage: netdiag demo [--instance NAME] [--fault NAME]... [--ke
 
 Runs the main job end to end on this machine, no cluster and no Slack account
 needed: builds the fault lab (a two-node flannel/kube-proxy cluster network in
-network namespaces), shows its map, then for each fault injects it, shows what
-it breaks, heals it, and finally removes the lab. Prints how long building and
-removing the lab took. Needs root.
+network namespaces), shows its map, diagnoses the healthy lab, then for each
+fault injects it, diagnoses it from the pod it hurts exactly as
+'netdiag diagnose --lab' does, prints the finding as a person reads it, and
+heals it; finally removes the lab. Prints how long building and removing the
+lab took. Needs root.
 
 Examples:
   netdiag demo
@@ -59,7 +62,7 @@ func runDemo(c *cli, args []string) int {
 		fmt.Fprintf(w, "removed a previous lab %q (%d namespaces)\n", *inst, len(r.Namespaces))
 	}
 	start := time.Now()
-	l, err := lab.Up(ctx, *inst, c.log)
+	_, err := lab.Up(ctx, *inst, c.log)
 	if err != nil {
 		return c.failure("demo", err)
 	}
@@ -84,8 +87,30 @@ func runDemo(c *cli, args []string) int {
 	}
 	printMap(w, st)
 
-	fmt.Fprintln(w, "\n== healthy lab")
-	if err := demoChecks(ctx, w, l, nil); err != nil {
+	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}}
+	ask := func(question []string) error {
+		kind, name, to, dns, err := labview.ParseArgs(question)
+		if err != nil {
+			return err
+		}
+		st, err := lab.GetStatus(*inst)
+		if err != nil {
+			return err
+		}
+		req, err := labview.Request(st, kind, name, to, dns)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\n$ netdiag diagnose --lab %s\n\n", strings.Join(question, " "))
+		f, err := eng.Diagnose(ctx, req)
+		if err != nil {
+			return err
+		}
+		f.WriteText(w)
+		return nil
+	}
+	fmt.Fprintln(w, "\n== the healthy lab")
+	if err := ask([]string{"pod", "default/client", "--to", "svc/default/web:80"}); err != nil {
 		down()
 		return c.failure("demo", err)
 	}
@@ -95,12 +120,12 @@ func runDemo(c *cli, args []string) int {
 		if f.Seed != "" {
 			seed = fmt.Sprintf("\n   seed incident: %s", f.Seed)
 		}
-		fmt.Fprintf(w, "\n== fault %s -> %s/%s%s\n   %s\n", f.Name, f.Class, f.Cause, seed, f.Summary)
+		fmt.Fprintf(w, "\n== fault %s (must read %s/%s)%s\n   %s\n", f.Name, f.Class, f.Cause, seed, f.Summary)
 		if _, err := lab.InjectFault(ctx, *inst, name, c.log); err != nil {
 			down()
 			return c.failure("demo", err)
 		}
-		err := demoChecks(ctx, w, l, f)
+		err := ask(f.Diagnose)
 		if _, cerr := lab.Clear(ctx, *inst, c.log); cerr != nil && err == nil {
 			err = cerr
 		}
@@ -108,32 +133,9 @@ func runDemo(c *cli, args []string) int {
 			down()
 			return c.failure("demo", err)
 		}
-		fmt.Fprintln(w, "   cleared")
+		fmt.Fprintf(w, "   (fault %s cleared)\n", f.Name)
 	}
 	return down()
-}
-
-// demoChecks runs the lab's checks and prints what fails, and whether that is
-// what the fault should break.
-func demoChecks(ctx context.Context, w io.Writer, l *lab.Lab, f *lab.Fault) error {
-	res, err := lab.RunChecks(ctx, l)
-	if err != nil {
-		return err
-	}
-	what := map[string]string{}
-	for _, ch := range lab.Checks() {
-		what[ch.Name] = ch.From + ": " + ch.What
-	}
-	passed := 0
-	for _, r := range res {
-		if r.Status == "pass" {
-			passed++
-			continue
-		}
-		fmt.Fprintf(w, "   %-7s %-20s %s\n           %s\n", strings.ToUpper(r.Status), r.Name, what[r.Name], r.Detail)
-	}
-	fmt.Fprintf(w, "   %d of %d checks pass\n", passed, len(res))
-	return nil
 }
 
 // stringList is a repeatable string flag.

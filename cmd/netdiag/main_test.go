@@ -17,7 +17,7 @@ func TestBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: bench, collect, demo, lab, version"},
+		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: bench, collect, diagnose, demo, lab, version"},
 		{[]string{"lab", "nosuch"}, "accepted: up, down, status"},
 		{[]string{"lab", "fault"}, "give exactly one fault name"},
 		{[]string{"lab", "fault", "nosuch"}, "nosuch"},
@@ -33,7 +33,17 @@ func TestBadInput(t *testing.T) {
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "tcp", "--to", "10.0.0.1"}, "needs --to HOST:PORT"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "10m"}, "between 1s and 5m0s"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "soon"}, "invalid value"},
-		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors"},
+		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors, diagnose"},
+		{[]string{"diagnose"}, "--netns is required"},
+		{[]string{"diagnose", "--netns", "/run/netns/ndl-nosuch"}, "--netns: network namespace /run/netns/ndl-nosuch does not exist"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "soon"}, `invalid value "soon" for flag -capture`},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "1h"}, "between 1s and 5m0s"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--to", "10.0.0.1:99999"}, "bad port"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--dns", "a b"}, "bad DNS name"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "-o", "yaml"}, "accepted: text, json, markdown"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "2s", "--filter", "tcp port"}, "can't parse filter expression: syntax error"},
+		{[]string{"diagnose", "--lab", "pod"}, "--lab needs a target: pod NAMESPACE/NAME or node NAME"},
+		{[]string{"diagnose", "pod", "default/web"}, "lab names need --lab"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)
@@ -52,7 +62,7 @@ func TestHelp(t *testing.T) {
 		{"--help"}, {"help", "lab"}, {"lab", "--help"}, {"lab", "up", "--help"}, {"lab", "down", "--help"},
 		{"lab", "status", "--help"}, {"lab", "faults", "--help"}, {"lab", "fault", "--help"},
 		{"lab", "clear", "--help"}, {"lab", "check", "--help"}, {"demo", "--help"}, {"version", "--help"},
-		{"collect", "--help"}, {"bench", "--help"},
+		{"collect", "--help"}, {"bench", "--help"}, {"diagnose", "--help"}, {"lab", "bench", "--help"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(args, &out, &errb); code != exitOK {
@@ -73,5 +83,16 @@ func TestFaultsListed(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("lab faults lacks %q", want)
 		}
+	}
+}
+
+// TestBadInputOneLine: a mistake is one line on stderr, not the usage.
+func TestBadInputOneLine(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "soon"}, &out, &errb); code != exitUsage {
+		t.Fatalf("exit %d", code)
+	}
+	if n := strings.Count(strings.TrimSpace(errb.String()), "\n"); n != 0 {
+		t.Errorf("want one line, got %d:\n%s", n+1, errb.String())
 	}
 }

@@ -88,3 +88,33 @@ func TestResetWithoutPeerView(t *testing.T) {
 		t.Errorf("the alternative and how to tell them apart are missing: %+v %v", without.AlsoConsidered, without.NextSteps)
 	}
 }
+
+// TestBadQuestions: questions the lab cannot answer are refused with what is
+// accepted (no root needed: the lab's description is a pure function).
+func TestBadQuestions(t *testing.T) {
+	l, err := lab.New("unit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &lab.Status{Lab: l, Phase: "up"}
+	for _, tc := range []struct {
+		kind, name, to string
+		want           string
+	}{
+		{"pod", "default/nosuch", "", "accepted: pod NAMESPACE/NAME or node NAME"},
+		{"svc", "default/web", "", "unknown target"},
+		{"pod", "default/client", "svc/default/web", "needs its port (ports: 80)"},
+		{"pod", "default/client", "svc/default/web:81", "has no port 81"},
+		{"pod", "default/client", "pod/default/web:http", "bad port"},
+		{"pod", "default/client", "vm/x:1", "accepted: pod/NAMESPACE/NAME:PORT"},
+	} {
+		_, err := labview.Request(st, tc.kind, tc.name, tc.to, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %s --to %s: %v, want %q", tc.kind, tc.name, tc.to, err, tc.want)
+		}
+	}
+	st.Phase = "down"
+	if _, err := labview.Request(st, "pod", "default/client", "", nil); err == nil || !strings.Contains(err.Error(), "netdiag lab up") {
+		t.Errorf("lab down: %v", err)
+	}
+}
