@@ -217,4 +217,3 @@ func (f *facts) scopeName(s collectors.Scope) string {
 	}
 	return string(s)
 }
-

@@ -111,4 +111,3 @@ func (r *Request) Validate() error {
 	}
 	return nil
 }
-
