@@ -36,6 +36,8 @@ bench: deps build
 	./$(BIN) bench capture
 	./$(BIN) bench pmtu
 	./$(BIN) bench collectors
+	./$(BIN) bench diagnose
+	./$(BIN) lab bench --instance labbench
 
 clean:
 	rm -rf bin

@@ -83,10 +83,11 @@ func NewPlan(r *Request) (*Plan, error) {
 		// name through its own resolv.conf.
 		params.PingGateway = true
 		add(collectors.ScopeSource, "ping")
+		api := "kubernetes.default.svc.cluster.local"
 		if c != nil && c.APIName != "" {
-			params.DNS = append(params.DNS, c.APIName)
+			api = c.APIName
 		}
-		params.DNS = append(params.DNS, "example.com")
+		params.DNS = append(params.DNS, api, "example.com")
 	}
 	if len(params.DNS) > 0 {
 		// A cluster name is the control: if it resolves while the asked
@@ -129,7 +130,7 @@ func NewPlan(r *Request) (*Plan, error) {
 		}
 	}
 	if r.Capture > 0 {
-		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap}
+		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap, Iface: r.Iface, Payload: r.Payload}
 		add(collectors.ScopeSource, "capture")
 		if r.Peer != "" {
 			add(collectors.ScopePeer, "capture")

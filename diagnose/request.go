@@ -26,6 +26,8 @@ type Request struct {
 	Capture time.Duration `json:"capture,omitempty"`
 	Filter  string        `json:"filter,omitempty"`
 	Pcap    string        `json:"pcap,omitempty"`
+	Iface   string        `json:"iface,omitempty"`
+	Payload bool          `json:"payload,omitempty"`
 
 	// Cluster is what the Kubernetes view knows; nil for a bare namespace.
 	Cluster *Cluster `json:"cluster,omitempty"`

@@ -109,7 +109,7 @@ func runDiagnose(c *cli, args []string) int {
 			req.Question += " resolving " + strings.Join(pf.dns, ", ")
 		}
 	}
-	req.Capture, req.Filter, req.Pcap = pf.capture, pf.filter, pf.pcap
+	req.Capture, req.Filter, req.Pcap, req.Iface, req.Payload = pf.capture, pf.filter, pf.pcap, pf.iface, pf.payload
 	if req.ResolvConf == "" && pf.resolvConf != "" {
 		req.ResolvConf = pf.resolvConf
 	}
