@@ -3,6 +3,7 @@ module github.com/netdiag/netdiag
 go 1.26.0
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
 	golang.org/x/net v0.62.0

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,10 +53,18 @@ func Up(t testing.TB, prefix string) *lab.Lab {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// A crashed earlier run of the same package with the same PID is unlikely
-	// but cheap to rule out.
-	if _, err := lab.Down(ctx, inst, log); err != nil {
-		t.Fatalf("remove leftovers of lab %s: %v", inst, err)
+	// A test binary killed by its timeout runs no cleanup: remove the labs
+	// of earlier runs of this package whose process is gone.
+	for _, old := range lab.Instances() {
+		rest, ok := strings.CutPrefix(old, prefix)
+		if !ok {
+			continue
+		}
+		if pid, err := strconv.Atoi(rest); err == nil && (pid == os.Getpid()%1000000 || !alive(pid)) {
+			if _, err := lab.Down(ctx, old, log); err != nil {
+				t.Fatalf("remove leftovers of lab %s: %v", old, err)
+			}
+		}
 	}
 	l, err := lab.Up(ctx, inst, log)
 	if err != nil {
@@ -68,6 +78,11 @@ func Up(t testing.TB, prefix string) *lab.Lab {
 		}
 	})
 	return l
+}
+
+func alive(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
 }
 
 type testWriter struct{ t testing.TB }

@@ -1,0 +1,353 @@
+package drops
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Flow is a probe's flow as the tracer matches it: protocol, the probe's
+// source and destination, and the destination port (0 for ICMP). Answers
+// (the reverse direction) match too.
+type Flow struct {
+	Proto string     `json:"proto"`
+	Src   netip.Addr `json:"src"`
+	Dst   netip.Addr `json:"dst"`
+	DPort uint16     `json:"dport,omitempty"`
+}
+
+// Drop is one packet of a probe's flow that the kernel dropped.
+type Drop struct {
+	At       time.Time `json:"at"`
+	Reason   string    `json:"reason"`   // NETFILTER_DROP, NO_SOCKET, IP_RPFILTER...
+	Location string    `json:"location"` // kernel function+offset that dropped it
+	Dev      string    `json:"dev,omitempty"`
+	Netns    uint64    `json:"netns"`
+	// Where is the namespace in the diagnosis' words (source, peer, node,
+	// peer-node), when it is one of them.
+	Where string `json:"where,omitempty"`
+	Proto string `json:"proto"`
+	Src   string `json:"src"`
+	Dst   string `json:"dst"`
+	SPort uint16 `json:"sport,omitempty"`
+	DPort uint16 `json:"dport,omitempty"`
+	// Answer is true for a packet of the reverse direction (a reply).
+	Answer bool `json:"answer,omitempty"`
+}
+
+// Result is the drops evidence.
+type Result struct {
+	// Method is "ebpf", "tracefs" or "unavailable".
+	Method string `json:"method"`
+	// Approximate: the drops could not be tied to the probes' flows, only
+	// to the time window and the protocol (tracefs).
+	Approximate bool           `json:"approximate"`
+	Note        string         `json:"note,omitempty"`
+	LoadMS      float64        `json:"load_ms"`
+	Drops       []Drop         `json:"drops"`
+	ByReason    map[string]int `json:"by_reason"`
+	Lost        int            `json:"lost,omitempty"`
+}
+
+// Options choose the way in.
+type Options struct {
+	// Method forces "ebpf" or "tracefs"; empty tries eBPF first.
+	Method string
+	// TracefsRoot is where tracefs is (or gets) mounted.
+	TracefsRoot string
+}
+
+// Tracer is a running drop watch.
+type Tracer struct {
+	res     Result
+	stop    func()
+	done    chan struct{}
+	mu      sync.Mutex
+	started time.Time
+}
+
+var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp"}
+var protoNums = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
+
+// Start watches drops of the flows in the namespaces (inode -> name). It
+// never fails: when neither eBPF nor tracefs works, the result says so and
+// the diagnosis goes on.
+func Start(flows []Flow, namespaces map[uint64]string, opts Options) *Tracer {
+	t := &Tracer{done: make(chan struct{}), started: time.Now()}
+	t.res.ByReason = map[string]int{}
+	t.res.Drops = []Drop{}
+	var ebpfErr error
+	if opts.Method != "tracefs" {
+		start := time.Now()
+		ebpfErr = t.startEBPF(flows, namespaces)
+		t.res.LoadMS = float64(time.Since(start).Microseconds()) / 1000
+		if ebpfErr == nil {
+			t.res.Method = "ebpf"
+			return t
+		}
+	}
+	if opts.Method != "ebpf" {
+		start := time.Now()
+		err := t.startTracefs(opts.TracefsRoot)
+		t.res.LoadMS = float64(time.Since(start).Microseconds()) / 1000
+		if err == nil {
+			t.res.Method, t.res.Approximate = "tracefs", true
+			t.res.Note = "approximate: drops seen through tracefs, matched to the probes by time and protocol (IPv4) only, not by 5-tuple or namespace"
+			if ebpfErr != nil {
+				t.res.Note += "; eBPF was not available: " + ebpfErr.Error()
+			}
+			return t
+		}
+		if ebpfErr != nil {
+			err = fmt.Errorf("eBPF: %v; tracefs: %w", ebpfErr, err)
+		}
+		ebpfErr = err
+	}
+	t.res.Method = "unavailable"
+	t.res.Note = "the kernel's drop reasons could not be read: " + ebpfErr.Error()
+	close(t.done)
+	t.stop = func() {}
+	return t
+}
+
+// Stop ends the watch and returns what it saw.
+func (t *Tracer) Stop() *Result {
+	t.stop()
+	<-t.done
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sort.Slice(t.res.Drops, func(i, j int) bool { return t.res.Drops[i].At.Before(t.res.Drops[j].At) })
+	return &t.res
+}
+
+func (t *Tracer) add(d Drop) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// A flood of drops of one flow tells nothing more after a few hundred.
+	if len(t.res.Drops) < 500 {
+		t.res.Drops = append(t.res.Drops, d)
+	} else {
+		t.res.Lost++
+	}
+	t.res.ByReason[d.Reason]++
+}
+
+// dropReasons maps enum skb_drop_reason values to their names, from the
+// running kernel's BTF (the numbering changes between kernels).
+func dropReasons() (map[uint32]string, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, err
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("skb_drop_reason", &e); err != nil {
+		return nil, fmt.Errorf("kernel has no enum skb_drop_reason (needs Linux 5.17+): %w", err)
+	}
+	out := map[uint32]string{}
+	for _, v := range e.Values {
+		out[uint32(v.Value)] = strings.TrimPrefix(strings.TrimPrefix(v.Name, "SKB_DROP_REASON_"), "SKB_")
+	}
+	return out, nil
+}
+
+func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
+	reasons, err := dropReasons()
+	if err != nil {
+		return err
+	}
+	var consumed uint32 = 1
+	for v, n := range reasons {
+		if n == "CONSUMED" {
+			consumed = v
+		}
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return err
+	}
+	if v, ok := spec.Variables["last_not_drop"]; ok {
+		if err := v.Set(consumed); err != nil {
+			return err
+		}
+	}
+	var objs bpfObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load: verifier: %v", ve)
+		}
+		return fmt.Errorf("load: %w", err)
+	}
+	for _, f := range flows {
+		if !f.Src.Is4() || !f.Dst.Is4() {
+			continue
+		}
+		p := protoNums[f.Proto]
+		port := f.DPort
+		if p == 1 {
+			port = 0
+		}
+		one := uint8(1)
+		fwd := bpfFlowKey{Saddr: be32(f.Src), Daddr: be32(f.Dst), Port: port, Proto: p, Dir: 0}
+		rev := bpfFlowKey{Saddr: be32(f.Dst), Daddr: be32(f.Src), Port: port, Proto: p, Dir: 1}
+		if err := objs.Flows.Put(fwd, one); err != nil {
+			objs.Close()
+			return err
+		}
+		if err := objs.Flows.Put(rev, one); err != nil {
+			objs.Close()
+			return err
+		}
+	}
+	for ino := range namespaces {
+		if err := objs.Netns.Put(uint32(ino), uint8(1)); err != nil {
+			objs.Close()
+			return err
+		}
+	}
+	tp, err := link.AttachTracing(link.TracingOptions{Program: objs.OnKfreeSkb})
+	if err != nil {
+		objs.Close()
+		return fmt.Errorf("attach to skb:kfree_skb: %w", err)
+	}
+	rd, err := ringbuf.NewReader(objs.Events)
+	if err != nil {
+		tp.Close()
+		objs.Close()
+		return err
+	}
+	// Read sets its own short deadlines (a deadline cannot be set while a
+	// Read blocks), so Stop only has to say when, and the loop drains what
+	// is in flight for a moment after it.
+	var stopAt atomic.Int64
+	t.stop = func() { stopAt.CompareAndSwap(0, time.Now().UnixNano()) }
+	go func() {
+		defer close(t.done)
+		defer objs.Close()
+		defer tp.Close()
+		defer rd.Close()
+		syms := &kallsyms{}
+		for {
+			rd.SetDeadline(time.Now().Add(25 * time.Millisecond))
+			rec, err := rd.Read()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if at := stopAt.Load(); at != 0 && time.Since(time.Unix(0, at)) > 50*time.Millisecond {
+					return
+				}
+				continue
+			}
+			if err != nil {
+				return
+			}
+			var ev bpfDropEvent
+			if len(rec.RawSample) < binary.Size(ev) {
+				continue
+			}
+			if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
+				continue
+			}
+			d := Drop{At: monoToWall(ev.Ts), Reason: reasons[ev.Reason], Location: syms.lookup(ev.Location),
+				Dev: cString(ev.Dev[:]), Netns: uint64(ev.Netns), Where: namespaces[uint64(ev.Netns)],
+				Proto: protoNames[ev.Proto], Src: ip4(ev.Saddr).String(), Dst: ip4(ev.Daddr).String(),
+				SPort: ev.Sport, DPort: ev.Dport, Answer: ev.Dir == 1}
+			if d.Reason == "" {
+				d.Reason = strconv.Itoa(int(ev.Reason))
+			}
+			t.add(d)
+		}
+	}()
+	return nil
+}
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func ip4(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func cString(b []int8) string {
+	var out []byte
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
+
+// monoToWall turns a bpf_ktime_get_ns timestamp into wall-clock time.
+func monoToWall(ns uint64) time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(uint64(ts.Nano()) - ns))
+}
+
+// kallsyms resolves kernel addresses to function+offset, reading
+// /proc/kallsyms once, on the first drop.
+type kallsyms struct {
+	once  sync.Once
+	addrs []uint64
+	names []string
+}
+
+func (k *kallsyms) load() {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	type sym struct {
+		a uint64
+		n string
+	}
+	var syms []sym
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || (fields[1] != "t" && fields[1] != "T") {
+			continue
+		}
+		a, err := strconv.ParseUint(fields[0], 16, 64)
+		if err != nil || a == 0 {
+			continue
+		}
+		syms = append(syms, sym{a, fields[2]})
+	}
+	sort.Slice(syms, func(i, j int) bool { return syms[i].a < syms[j].a })
+	for _, s := range syms {
+		k.addrs = append(k.addrs, s.a)
+		k.names = append(k.names, s.n)
+	}
+}
+
+func (k *kallsyms) lookup(addr uint64) string {
+	k.once.Do(k.load)
+	i := sort.Search(len(k.addrs), func(i int) bool { return k.addrs[i] > addr }) - 1
+	if i < 0 {
+		return fmt.Sprintf("0x%x", addr)
+	}
+	return fmt.Sprintf("%s+0x%x", k.names[i], addr-k.addrs[i])
+}
