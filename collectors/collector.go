@@ -16,8 +16,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/netdiag/netdiag/collectors/drops"
 	"github.com/netdiag/netdiag/collectors/netns"
 )
 
@@ -266,8 +268,10 @@ func safeRun(ctx context.Context, c *collector, in Input) (data any, err error) 
 }
 
 // Run runs jobs in parallel on the target and returns their evidence in job
-// order. Captures start first and the other collectors only once every
-// capture socket is bound, so the probes' own packets are in the pcap.
+// order. Captures and the drops watch start first and the probes only once
+// every capture socket is bound and the drops program attached, so the
+// probes' own packets are in the pcap and their drops are seen; the dumps
+// do not wait. The drops watch ends when the probes are done.
 func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	if p == nil {
 		p = &Params{}
@@ -276,11 +280,20 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	type running struct {
 		i     int
 		c     *Capture
+		d     *drops.Tracer
 		start time.Time
 	}
-	var caps []running
+	var (
+		mu      sync.Mutex
+		watches []running
+		setup   sync.WaitGroup
+	)
+	all := []*Params{p}
+	for _, j := range jobs {
+		all = append(all, j.Params)
+	}
 	for i, j := range jobs {
-		if j.Collector != "capture" {
+		if j.Collector != "capture" && j.Collector != "drops" {
 			continue
 		}
 		ns := t.ns(j.Scope)
@@ -290,31 +303,50 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 			continue
 		}
 		out[i].Netns = ns.Path()
-		start := time.Now()
-		c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)})
-		if err != nil {
-			out[i].Error = err.Error()
-			continue
-		}
-		caps = append(caps, running{i, c, start})
+		setup.Go(func() {
+			r := running{i: i, start: time.Now()}
+			if j.Collector == "drops" {
+				r.d = startDropsFor(t, j.params(p), all...)
+			} else {
+				c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)})
+				if err != nil {
+					out[i].Error = err.Error()
+					return
+				}
+				r.c = c
+			}
+			mu.Lock()
+			watches = append(watches, r)
+			mu.Unlock()
+		})
 	}
-	done := make(chan struct{}, len(jobs))
-	n := 0
+	ready := make(chan struct{})
+	go func() { setup.Wait(); close(ready) }()
+	var work sync.WaitGroup
 	for i, j := range jobs {
-		if j.Collector == "capture" {
+		if j.Collector == "capture" || j.Collector == "drops" {
 			continue
 		}
-		n++
-		go func() {
+		work.Go(func() {
+			if IsProbe(j.Collector) {
+				<-ready
+			}
 			out[i] = RunOne(ctx, t.ns(j.Scope), j.Scope, j.Collector, j.params(p))
 			out[i].Label = j.Label
-			done <- struct{}{}
-		}()
+		})
 	}
-	for ; n > 0; n-- {
-		<-done
+	work.Wait()
+	<-ready
+	for _, r := range watches {
+		if r.d != nil {
+			out[r.i].Data = r.d.Stop()
+			out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
+		}
 	}
-	for _, r := range caps {
+	for _, r := range watches {
+		if r.c == nil {
+			continue
+		}
 		res, err := r.c.Wait()
 		out[r.i].Data = res
 		if err != nil {

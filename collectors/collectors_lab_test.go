@@ -431,18 +431,30 @@ func TestCollectorsOnLab(t *testing.T) {
 
 	t.Run("evidence-json-roundtrip", func(t *testing.T) {
 		target := &collectors.Target{Source: e.client}
-		evs := collectors.Run(context.Background(), target, target.Jobs("links", "routes", "sockets"), &collectors.Params{})
-		b, err := json.Marshal(evs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back []collectors.Evidence
-		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatal(err)
-		}
+		back := roundTrip(t, collectors.Run(context.Background(), target, target.Jobs("links", "routes", "sockets"), &collectors.Params{}))
 		links, _ := collectors.Find[collectors.Links](back, "links", collectors.ScopeSource)
 		if links == nil || links.ByName("eth0").MTU != 1450 {
 			t.Errorf("decoded links: %+v", links)
+		}
+	})
+
+	t.Run("drops-wrap-probes", func(t *testing.T) {
+		// The drops watch is attached before the probes start and sees
+		// their packets; its evidence crosses JSON typed.
+		target := &collectors.Target{Source: e.client, Peer: e.web}
+		p := &collectors.Params{To: dest(t, "198.19.1.10:9999"), TCPAttempts: 1}
+		if err := p.Prepare(target); err != nil {
+			t.Fatal(err)
+		}
+		back := roundTrip(t, collectors.Run(context.Background(), target, target.Jobs("drops", "tcp"), p))
+		d, ev := collectors.Find[collectors.DropsResult](back, "drops", collectors.ScopeSource)
+		if d == nil || d.Method != "ebpf" || d.ByReason["NO_SOCKET"] == 0 {
+			t.Fatalf("drops of a connect to a closed port: %+v %+v", d, ev)
+		}
+		for _, x := range d.Drops {
+			if x.Reason == "NO_SOCKET" && (x.Where != "peer" || x.DPort != 9999 || x.Packet != "SYN") {
+				t.Errorf("drop: %+v", x)
+			}
 		}
 	})
 
@@ -533,4 +545,18 @@ func TestBadInput(t *testing.T) {
 	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// roundTrip sends evidence through JSON as an agent's answer does.
+func roundTrip(t *testing.T, evs []collectors.Evidence) []collectors.Evidence {
+	t.Helper()
+	b, err := json.Marshal(evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []collectors.Evidence
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back
 }

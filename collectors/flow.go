@@ -33,7 +33,8 @@ func (f Flow) String() string {
 
 // flows are the probes' flows for the question asked, as a namespace of the
 // given scope sees them: the destination (TCP to its port, and ICMP), DNS to
-// each nameserver, and the extra flows meant for that scope.
+// each nameserver, and the extra flows meant for that scope (all of them
+// for the empty scope).
 func (p *Params) flows(src netip.Addr, scope Scope) []Flow {
 	var out []Flow
 	if p.To != nil && p.To.Addr.IsValid() {
@@ -50,7 +51,7 @@ func (p *Params) flows(src netip.Addr, scope Scope) []Flow {
 		}
 	}
 	for _, f := range p.ExtraFlows {
-		if f.Scope == "" || f.Scope == scope {
+		if f.Scope == "" || scope == "" || f.Scope == scope {
 			if !f.Dst.IsValid() {
 				f.Dst = src
 			}

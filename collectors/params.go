@@ -47,6 +47,9 @@ type Params struct {
 	MaxHops      int           `json:"max_hops,omitempty"`
 
 	Capture CaptureOptions `json:"capture"`
+	// DropsMethod forces how the kernel's drop reasons are read: "ebpf" or
+	// "tracefs"; empty tries eBPF, then tracefs.
+	DropsMethod string `json:"drops_method,omitempty"`
 }
 
 // Defaults for the probes: small enough to answer in about a second on a

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/netdiag/netdiag/collectors"
+	"github.com/netdiag/netdiag/collectors/drops"
 )
 
 func TestTaxonomyIdentifiers(t *testing.T) {
@@ -113,5 +114,66 @@ func TestInsufficientEvidence(t *testing.T) {
 	f := Classify(req, []collectors.Evidence{{Collector: "tcp", Scope: collectors.ScopeSource, Data: tcp}})
 	if f.Verdict() != Insufficient || len(f.NextSteps) == 0 || len(f.Evidence) == 0 {
 		t.Errorf("timeouts with nothing else: %s %+v", f.Verdict(), f)
+	}
+}
+
+// TestKernelDropReasons: the kernel's reason decides between causes that
+// look alike from the source; approximate (tracefs) drops never decide, and
+// drops the probes cause by design are not reported as problems.
+func TestKernelDropReasons(t *testing.T) {
+	req := &Request{Source: "/run/netns/a", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	syn := func(reason, where, netnsName string) drops.Drop {
+		return drops.Drop{Reason: reason, Location: "nft_do_chain+0x1", Dev: "eth0", Where: where, NetnsName: netnsName, Proto: "tcp",
+			Src: "10.0.0.9", Dst: "10.0.0.5", SPort: 40000, DPort: 8080, Packet: "SYN", TTL: 64}
+	}
+	echo := func(reason string) drops.Drop {
+		return drops.Drop{Reason: reason, Location: "ip_forward+0x2", Dev: "cni0", Where: "node", Proto: "icmp", Src: "10.0.0.9", Dst: "10.0.0.5", Packet: "echo request", TTL: 64}
+	}
+	with := func(evs []collectors.Evidence, approximate bool, ds ...drops.Drop) []collectors.Evidence {
+		res := &collectors.DropsResult{Method: "ebpf", Approximate: approximate, Drops: ds, ByReason: map[string]int{}}
+		if approximate {
+			res.Method = "tracefs"
+		}
+		for _, d := range ds {
+			res.ByReason[d.Reason]++
+		}
+		return append(evs, collectors.Evidence{Collector: "drops", Scope: collectors.ScopeSource, Data: res})
+	}
+	dead := func() []collectors.Evidence {
+		tcp := &collectors.TCP{Dst: "10.0.0.5:8080", Timeout: 3, Attempts: []collectors.TCPAttempt{{Result: "timeout"}, {Result: "timeout"}, {Result: "timeout"}}}
+		return []collectors.Evidence{
+			{Collector: "tcp", Scope: collectors.ScopeSource, Data: tcp},
+			{Collector: "ping", Scope: collectors.ScopeSource, Data: &collectors.Ping{Dst: "10.0.0.5", Sent: 5, Received: 0}},
+		}
+	}
+	hop := drops.Drop{Reason: "IP_INHDR", Where: "node", Proto: "icmp", Src: "10.0.0.9", Dst: "10.0.0.5", Packet: "echo request", TTL: 1}
+	for _, tc := range []struct {
+		name    string
+		evs     []collectors.Evidence
+		want    Verdict
+		minConf float64
+		says    string
+	}{
+		{"reset by netfilter", with(refused(nil), false, syn("NETFILTER_DROP", "", "cni-1234")), PortFirewall, 0.85, "in namespace cni-1234 on eth0 by nft_do_chain: NETFILTER_DROP"},
+		{"reset for no socket", with(refused(nil), false, syn("NO_SOCKET", "", "cni-1234")), PortNotListen, 0.85, "NO_SOCKET"},
+		{"approximate does not decide", with(refused(nil), true, syn("NETFILTER_DROP", "", "")), PortNotListen, 0.6, "approximate"},
+		{"silent drop by netfilter", with(dead(), false, syn("NETFILTER_DROP", "peer-node", "")), NetFirewall, 0.85, "the destination's node"},
+		{"reverse-path filter", with(dead(), false, syn("IP_RPFILTER", "peer-node", "")), NetRoute, 0.8, "IP_RPFILTER"},
+		{"neighbour", with(dead(), false, echo("NEIGH_FAILED")), NetLinkDown, 0.75, "does not answer ARP"},
+		{"too big", with(dead(), false, echo("PKT_TOO_BIG")), MTUMismatch, 0.9, "PKT_TOO_BIG"},
+		{"hop probes are not a problem", with(dead(), false, hop), Insufficient, 0.3, ""},
+	} {
+		f := Classify(req, tc.evs)
+		var text []string
+		for _, o := range f.Evidence {
+			text = append(text, o.Observation)
+		}
+		all := f.Summary + "\n" + strings.Join(text, "\n")
+		if f.Verdict() != tc.want || f.Confidence < tc.minConf || !strings.Contains(all, tc.says) {
+			t.Errorf("%s: %s %.2f, want %s >= %.2f saying %q:\n%s", tc.name, f.Verdict(), f.Confidence, tc.want, tc.minConf, tc.says, all)
+		}
+		if tc.name == "hop probes are not a problem" && strings.Contains(all, "IP_INHDR") {
+			t.Errorf("an expired hop probe was reported: %s", all)
+		}
 	}
 }

@@ -123,6 +123,7 @@ func Classify(r *Request, evs []collectors.Evidence) *Finding {
 			"Run with --capture 5s to record the probes' packets at both ends.",
 		}
 	}
+	out.Evidence = f.withDrops(out.Evidence)
 	if out.Evidence == nil {
 		out.Evidence = []Observation{}
 	}

@@ -29,6 +29,7 @@ type facts struct {
 	pmtu     *collectors.PathMTU
 	hops     *collectors.Hops
 	capture  *collectors.CaptureResult
+	drops    *collectors.DropsResult
 	failures []Observation // collectors that failed
 }
 
@@ -78,6 +79,8 @@ func readFacts(r *Request, ev []collectors.Evidence) *facts {
 			f.pmtu = d
 		case *collectors.Hops:
 			f.hops = d
+		case *collectors.DropsResult:
+			f.drops = d
 		case *collectors.CaptureResult:
 			if e.Scope == collectors.ScopeSource {
 				f.capture = d

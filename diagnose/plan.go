@@ -129,6 +129,14 @@ func NewPlan(r *Request) (*Plan, error) {
 			)
 		}
 	}
+	// The kernel's drop reasons for the probes' packets, watched while the
+	// probes run (the dumps do not send anything).
+	if r.Drops != "off" && slices.ContainsFunc(p.Jobs, func(j collectors.Job) bool { return collectors.IsProbe(j.Collector) }) {
+		if r.Drops != "auto" {
+			params.DropsMethod = r.Drops
+		}
+		add(collectors.ScopeSource, "drops")
+	}
 	if r.Capture > 0 {
 		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap, Iface: r.Iface, Payload: r.Payload}
 		add(collectors.ScopeSource, "capture")

@@ -29,6 +29,10 @@ type Request struct {
 	Iface   string        `json:"iface,omitempty"`
 	Payload bool          `json:"payload,omitempty"`
 
+	// Drops is how the kernel's drop reasons are read: "" or "auto" (eBPF,
+	// else tracefs), "ebpf", "tracefs", or "off".
+	Drops string `json:"drops,omitempty"`
+
 	// Cluster is what the Kubernetes view knows; nil for a bare namespace.
 	Cluster *Cluster `json:"cluster,omitempty"`
 }
@@ -102,6 +106,11 @@ func (r *Request) Validate() error {
 	}
 	if r.Capture < 0 || r.Capture > collectors.MaxCaptureDuration {
 		return fmt.Errorf("capture %s: give a duration between 1s and %s, e.g. 3s", r.Capture, collectors.MaxCaptureDuration)
+	}
+	switch r.Drops {
+	case "", "auto", "ebpf", "tracefs", "off":
+	default:
+		return fmt.Errorf("drops %q: accepted: auto (eBPF, else tracefs), ebpf, tracefs, off", r.Drops)
 	}
 	for _, n := range r.DNS {
 		if err := collectors.ValidateName(n); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/netdiag/netdiag/collectors"
+	"github.com/netdiag/netdiag/collectors/drops"
 )
 
 // match is what a rule concludes.
@@ -192,6 +193,13 @@ func ruleLinkDown(f *facts) (*match, string) {
 		return &match{confidence: 0.9,
 			summary:  fmt.Sprintf("%s in %s %s, so nothing reaches %s.", l.Name, f.scopeName(pl.scope), state, f.to()),
 			evidence: ev, next: []string{next}}, ""
+	}
+	if nd := f.pathDrops("NEIGH_*"); len(nd) > 0 {
+		d := nd[0]
+		return &match{confidence: 0.75,
+			summary:  fmt.Sprintf("The next hop on %s in %s does not answer ARP: the kernel dropped the probes' packets for %s.", orWord(d.Dev, "the path"), f.dropPlace(d), d.Reason),
+			evidence: append([]Observation{f.dropLine(d)}, fails...),
+			next:     []string{fmt.Sprintf("Look at the neighbour table in %s (`%sip neigh show dev %s`): a FAILED or INCOMPLETE entry names the next hop that does not answer; check that it is up and on the same segment.", f.dropPlace(d), f.nsCommand(d), orWord(d.Dev, "<dev>"))}}, ""
 	}
 	return nil, "every interface on the path is up with carrier"
 }
@@ -715,9 +723,16 @@ func ruleFirewall(f *facts) (*match, string) {
 			if rejectReset {
 				ev = append(ev, obs("tcp", "the reject answers with a TCP reset, so from the outside it looks like a closed port"))
 			}
+			if nf := f.tcpDrops("NETFILTER_DROP"); len(nf) > 0 {
+				ev = append(ev, f.dropLine(nf[0]))
+				conf = 0.95
+			}
 			return &match{verdict: &v, confidence: conf,
 				summary:  fmt.Sprintf("A firewall rule on %s %ss TCP to %s while ICMP passes.", f.scopeName(tcpScope), strings.ToLower(tcpTr.Verdict), f.to()),
 				evidence: ev, next: firewallNext(f, tcpScope, tcpTool, tcpTr)}, ""
+		}
+		if nf := f.tcpDrops("NETFILTER_DROP"); len(nf) > 0 {
+			return f.firewallByKernel(PortFirewall, nf[0], fails), ""
 		}
 		return nil, "no rule on the path blocks the port"
 	}
@@ -727,11 +742,17 @@ func ruleFirewall(f *facts) (*match, string) {
 			tr, s, tool = icmpTr, icmpScope, icmpTool
 		}
 		if tr == nil {
+			if nf := f.pathDrops("NETFILTER_DROP"); len(nf) > 0 {
+				return f.firewallByKernel(NetFirewall, nf[0], fails), ""
+			}
 			return nil, "no DROP or REJECT rule on the path matches the probes"
 		}
 		ev := []Observation{obs(tool, "%s to %s is %s on %s by %s", strings.ToUpper(tr.Flow.Proto), dst, pastTense(tr.Verdict), f.scopeName(s), tr.VerdictBy)}
 		if icmpTr != nil && icmpTr != tr {
 			ev = append(ev, obs(icmpTool, "ICMP to %s is %s on %s by %s", dst, pastTense(icmpTr.Verdict), f.scopeName(icmpScope), icmpTr.VerdictBy))
+		}
+		if nf := f.pathDrops("NETFILTER_DROP"); len(nf) > 0 {
+			ev = append(ev, f.dropLine(nf[0]))
 		}
 		ev = append(ev, fails...)
 		return &match{confidence: 0.9,
@@ -739,6 +760,53 @@ func ruleFirewall(f *facts) (*match, string) {
 			evidence: ev, next: firewallNext(f, s, tool, tr)}, ""
 	}
 	return nil, "the probes that failed are not blocked by a rule"
+}
+
+// firewallByKernel concludes a firewall from the kernel's word alone: the
+// probe's packet was freed by netfilter in a namespace whose rules were not
+// read (or whose rule the tracer could not follow).
+func (f *facts) firewallByKernel(v Verdict, d drops.Drop, fails []Observation) *match {
+	verb := "drops"
+	if f.tcpAll("refused") && v == PortFirewall {
+		verb = "rejects (with a TCP reset, so it looks like a closed port)"
+	}
+	what := "TCP to " + f.to()
+	if v == NetFirewall {
+		what = "traffic to " + f.to()
+	}
+	ev := append([]Observation{f.dropLine(d)}, fails...)
+	if v == PortFirewall {
+		ev = append(ev, obs("ping", "ICMP to %s gets replies", f.req.To.Addr))
+	}
+	port := d.DPort
+	if d.Answer {
+		port = d.SPort
+	}
+	in := f.nsCommand(d)
+	grep := ""
+	if port != 0 {
+		grep = fmt.Sprintf(" | grep -n -- '--dport %d'", port)
+	}
+	next := []string{
+		fmt.Sprintf("Find the rule in %s: `%siptables-save -c%s` and `%snft list ruleset`; the rule whose counter rises with each attempt is the one (the kernel dropped the packet in %s).", f.dropPlace(d), in, grep, in, strings.SplitN(d.Location, "+", 2)[0]),
+		"If it comes from a NetworkPolicy, `kubectl get networkpolicy -A` and allow this traffic explicitly; if from a host firewall, open it there.",
+	}
+	alts := []Considered{}
+	if v == PortFirewall && f.tcpAll("refused") {
+		alts = append(alts, Considered{PortNotListen.Class, PortNotListen.Cause, fmt.Sprintf("ruled out by the kernel: the SYN was freed by netfilter (NETFILTER_DROP) in %s, not for want of a socket (NO_SOCKET)", f.dropPlace(d))})
+	}
+	return &match{verdict: &v, confidence: 0.85,
+		summary:      fmt.Sprintf("A firewall rule in %s %s %s: the kernel dropped the probe's %s there (NETFILTER_DROP).", f.dropPlace(d), verb, what, orWord(d.Packet, "packet")),
+		evidence:     ev,
+		next:         next,
+		alternatives: alts}
+}
+
+func orWord(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func firewallNext(f *facts, s collectors.Scope, tool string, tr *collectors.FlowTrace) []string {
@@ -802,10 +870,10 @@ func ruleLoopback(f *facts) (*match, string) {
 	}
 	return &match{confidence: 0.95,
 		summary: fmt.Sprintf("The application in %s listens on %s only: connections from other pods are refused.", f.scopeName(collectors.ScopePeer), f.listeners(f.destPort())),
-		evidence: []Observation{
+		evidence: append([]Observation{
 			obs("sockets", "port %d in %s is bound to %s only", f.destPort(), f.scopeName(collectors.ScopePeer), f.listeners(f.destPort())),
 			obs("tcp", "connects to %s: %s", f.tcp.Dst, tcpResults(f.tcp)),
-		},
+		}, f.dropLines(f.tcpDrops("NO_SOCKET"), 1)...),
 		next: []string{fmt.Sprintf("Make the application listen on 0.0.0.0:%d (or the pod IP): its bind/listen address setting, e.g. --host 0.0.0.0, server.address, or listen 0.0.0.0:%d.", f.destPort(), f.destPort())}}, ""
 }
 
@@ -816,8 +884,22 @@ func ruleNotListening(f *facts) (*match, string) {
 	so := f.sockets[collectors.ScopePeer]
 	port := f.destPort()
 	if so == nil {
-		// Without the destination's view a reset is a closed port or a
-		// REJECT --reject-with tcp-reset: say so.
+		// The kernel tells a closed port from a REJECT: no socket found
+		// (NO_SOCKET) against freed by netfilter (ruleFirewall).
+		if ns := f.tcpDrops("NO_SOCKET"); len(ns) > 0 {
+			d := ns[0]
+			return &match{confidence: 0.85,
+				summary:  fmt.Sprintf("Nothing listens on port %d in %s: the kernel found no socket for the probe's SYN (NO_SOCKET) and answered with a reset.", d.DPort, f.dropPlace(d)),
+				evidence: []Observation{obs("tcp", "connects to %s: %s", f.tcp.Dst, tcpResults(f.tcp)), f.dropLine(d)},
+				next: []string{fmt.Sprintf("Check that the application runs and listens on %d in %s (`%sss -ltnp`), and that it binds the pod's address, not 127.0.0.1.", d.DPort, f.dropPlace(d), f.nsCommand(d)),
+					fmt.Sprintf("If it listens on another port, fix the containerPort/targetPort or the client's port (%d).", port)},
+				alternatives: []Considered{
+					{PortFirewall.Class, PortFirewall.Cause, "ruled out by the kernel: the SYN was dropped for want of a socket (NO_SOCKET), not by netfilter (NETFILTER_DROP)"},
+					{PortLoopback.Class, PortLoopback.Cause, "not ruled out: an application bound to 127.0.0.1 only gets the same NO_SOCKET for the pod's address; the destination's listeners (--peer-netns) tell them apart"},
+				}}, ""
+		}
+		// Without the destination's view or the kernel's word a reset is
+		// a closed port or a REJECT --reject-with tcp-reset: say so.
 		return &match{confidence: 0.6,
 			summary:  fmt.Sprintf("Connections to %s are refused (TCP reset): most likely nothing listens on port %d, but a firewall rule that rejects with a reset looks the same from here.", f.to(), port),
 			evidence: []Observation{obs("tcp", "connects to %s: %s", f.tcp.Dst, tcpResults(f.tcp))},
@@ -836,10 +918,10 @@ func ruleNotListening(f *facts) (*match, string) {
 	}
 	return &match{confidence: 0.95,
 		summary: fmt.Sprintf("Nothing listens on port %d in %s: connections are refused.", port, f.scopeName(collectors.ScopePeer)),
-		evidence: []Observation{
+		evidence: append([]Observation{
 			obs("tcp", "connects to %s: %s", f.tcp.Dst, tcpResults(f.tcp)),
 			obs("sockets", "no socket listens on TCP %d in %s (listening: %s)", port, f.scopeName(collectors.ScopePeer), orNone(open)),
-		},
+		}, f.dropLines(f.tcpDrops("NO_SOCKET"), 1)...),
 		next: []string{"Check that the application process is running in the pod (`kubectl logs`, restarts, crash loops) and which port it listens on.",
 			fmt.Sprintf("If it listens on another port, fix the containerPort/targetPort or the client's port (%d).", port)}}, ""
 }
@@ -898,12 +980,22 @@ func ruleRouteAsymmetric(f *facts) (*match, string) {
 				ev = append(ev, obs("sysctls", "node %s filters strictly by reverse path (rp_filter=1) on %s: packets arriving on an interface it would not answer through are dropped", c.PeerNode.Name, strings.Join(strict, ", ")))
 			}
 		}
+		ev = append(ev, f.dropLines(f.pathDrops("IP_RPFILTER"), 1)...)
 		ev = append(ev, fails...)
 		return &match{confidence: 0.8,
 			summary:  fmt.Sprintf("The path is asymmetric: %s sends traffic for %s outside the overlay and the answers return through it, so the reverse-path filter drops them.", f.scopeName(collectors.ScopeNode), r.Chosen.Dst),
 			evidence: ev,
 			next: []string{fmt.Sprintf("Remove the route on %s that sends %s's PodCIDR via %s (`ip route del %s`); flannel's route goes via %s.", f.scopeName(collectors.ScopeNode), c.PeerNode.Name, r.Chosen.Dev, c.PeerNode.PodCIDR, c.SourceNode.OverlayDevice),
 				"If asymmetric paths are intended, set net.ipv4.conf.<nic>.rp_filter=2 (loose) on the receiving node."}}, ""
+	}
+	// The kernel's word without the routes that explain it.
+	if rp := f.pathDrops("IP_RPFILTER"); len(rp) > 0 {
+		d := rp[0]
+		return &match{confidence: 0.8,
+			summary:  fmt.Sprintf("The reverse-path filter in %s drops the probes' packets arriving on %s: the route back to %s leaves by another interface (an asymmetric path).", f.dropPlace(d), orWord(d.Dev, "its interface"), d.Src),
+			evidence: append([]Observation{f.dropLine(d)}, fails...),
+			next: []string{fmt.Sprintf("Compare `%sip route get %s` with the interface the packets arrive on (%s): make the route back use it, or remove the route that sends them around.", f.nsCommand(d), d.Src, orWord(d.Dev, "see the drop")),
+				fmt.Sprintf("If asymmetric paths are intended, set net.ipv4.conf.%s.rp_filter=2 (loose) in %s.", orWord(d.Dev, "<interface>"), f.dropPlace(d))}}, ""
 	}
 	return nil, "one default route, and the path to the destination uses the overlay"
 }
@@ -925,6 +1017,7 @@ func ruleMTU(f *facts) (*match, string) {
 			}
 		}
 	}
+	ev = append(ev, f.dropLines(f.pathDrops("PKT_TOO_BIG", "FRAG*", "IP_FRAG*"), 2)...)
 	if len(ev) == 0 {
 		if m != nil && m.PathMTU == m.IfaceMTU {
 			return nil, fmt.Sprintf("DF probes of the full %d bytes reach the destination", m.IfaceMTU)

@@ -107,6 +107,7 @@ var RequiredTools = []string{"ip", "iptables-restore", "nft", "coredns"}
 // Up builds the lab instance. It refuses to build over an existing one, and
 // removes what it built if a step fails, so there is never half a lab.
 func Up(ctx context.Context, instance string, log *slog.Logger) (*Lab, error) {
+	log = orDiscard(log)
 	l, err := New(instance)
 	if err != nil {
 		return nil, err
@@ -189,6 +190,7 @@ type Removed struct {
 // works from names and markers, not from the state file, so it also cleans up
 // after a crash. Removing an instance that does not exist is not an error.
 func Down(ctx context.Context, instance string, log *slog.Logger) (*Removed, error) {
+	log = orDiscard(log)
 	l, err := New(instance)
 	if err != nil {
 		return nil, err
@@ -388,6 +390,7 @@ func Load(instance string) (*Lab, error) {
 
 // InjectFault adds a fault to a running lab. Faults stack; Clear removes all.
 func InjectFault(ctx context.Context, instance, name string, log *slog.Logger) (*Fault, error) {
+	log = orDiscard(log)
 	f, err := FaultByName(name)
 	if err != nil {
 		return nil, err
@@ -404,6 +407,7 @@ func InjectFault(ctx context.Context, instance, name string, log *slog.Logger) (
 // Clear heals the lab: it applies the healthy baseline, which undoes every
 // fault and any hand-made change to what the lab manages.
 func Clear(ctx context.Context, instance string, log *slog.Logger) ([]string, error) {
+	log = orDiscard(log)
 	var cleared []string
 	err := change(ctx, instance, log, func(st *state) error {
 		cleared, st.Faults = st.Faults, nil
@@ -438,4 +442,12 @@ func change(ctx context.Context, instance string, log *slog.Logger, mutate func(
 		return errors.Join(aerr, err)
 	}
 	return aerr
+}
+
+// orDiscard lets callers pass a nil logger.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }

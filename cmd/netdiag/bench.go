@@ -6,23 +6,29 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/netdiag/netdiag/collectors"
+	"github.com/netdiag/netdiag/collectors/drops"
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab"
 )
 
-const benchUsage = `Usage: netdiag bench capture|pmtu|collectors|diagnose [--instance NAME]
+const benchUsage = `Usage: netdiag bench capture|pmtu|collectors|diagnose|drops [--instance NAME]
 
 Measures netdiag on a lab of its own and prints the figures:
 
@@ -39,6 +45,11 @@ Measures netdiag on a lab of its own and prints the figures:
               --capture 3s (wall time of the command, 5 runs each), and the
               same checks done the runbook's way, one command after another
               (ping, nc, dig, tcpdump for 3 s, iptables-save, ip route): the ratio
+  drops       what the kernel-drop-reasons program costs: 64-byte UDP through
+              a pod's veth pair, delivered and dropped, without the program,
+              with it attached and with it watching the dropped flow (packets
+              per second and the ratio); and the time to load and attach it,
+              in a new process and in a running one
 
 Builds the lab instance "bench" (or --instance) and removes it at the end.
 Needs root.
@@ -52,10 +63,10 @@ func runBench(c *cli, args []string) int {
 		return code
 	}
 	benches := map[string]func(context.Context, *cli, *lab.Lab) error{
-		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors, "diagnose": benchDiagnose,
+		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors, "diagnose": benchDiagnose, "drops": benchDrops,
 	}
 	if len(pos) != 1 || benches[pos[0]] == nil {
-		return c.usageError("bench", "give one of: capture, pmtu, collectors, diagnose")
+		return c.usageError("bench", "give one of: capture, pmtu, collectors, diagnose, drops")
 	}
 	if err := lab.ValidateInstance(*inst); err != nil {
 		return c.usageError("bench", "%v", err)
@@ -84,19 +95,36 @@ func cpuOf(ps *os.ProcessState) time.Duration {
 	return ps.UserTime() + ps.SystemTime()
 }
 
+// clientAndNode opens the namespaces of pod default/client and of its node,
+// the pair the capture and drops benches measure between.
+func clientAndNode(l *lab.Lab) (*lab.Pod, *lab.Node, *netns.NS, *netns.NS, error) {
+	client, err := l.Pod("default/client")
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	node, err := l.Node(client.Node)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	cns, err := netns.Open(client.NetnsPath)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	nns, err := netns.Open(node.NetnsPath)
+	if err != nil {
+		cns.Close()
+		return nil, nil, nil, nil, err
+	}
+	return client, node, cns, nns, nil
+}
+
 func benchCapture(ctx context.Context, c *cli, l *lab.Lab) error {
 	const pps, seconds = 60000, 5
-	client, _ := l.Pod("default/client")
-	nodeB, _ := l.Node("node-b")
-	cns, err := netns.Open(client.NetnsPath)
+	_, nodeB, cns, bns, err := clientAndNode(l)
 	if err != nil {
 		return err
 	}
 	defer cns.Close()
-	bns, err := netns.Open(nodeB.NetnsPath)
-	if err != nil {
-		return err
-	}
 	defer bns.Close()
 	tcpdump, err := tools.Find("tcpdump")
 	if err != nil {
@@ -384,5 +412,181 @@ func benchDiagnose(ctx context.Context, c *cli, l *lab.Lab) error {
 	fmt.Fprintf(c.stdout, "the runbook by hand, one command after another (ping -c 5, nc -z, dig, tcpdump 3 s, iptables-save, ip route x2): %s\n", runbook.Round(time.Millisecond))
 	fmt.Fprintf(c.stdout, "ratio runbook / netdiag: %.1fx without capture, %.1fx with --capture 3s (and the runbook still has to be read)\n",
 		float64(runbook)/float64(plain[2]), float64(runbook)/float64(withCap[2]))
+	return nil
+}
+
+// benchDrops measures what the drops program costs the node: the packet
+// rate through a pod's veth pair without it and with it attached (watching
+// other flows, as it does on a busy node, and watching the very flow being
+// dropped, its worst case), and the time to load and attach it.
+func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
+	const window, rounds = 2 * time.Second, 3
+	client, nodeB, cns, bns, err := clientAndNode(l)
+	if err != nil {
+		return err
+	}
+	defer cns.Close()
+	defer bns.Close()
+	h, err := bns.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	ch, err := cns.Handle()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	// The pod's gateway is the node's bridge address: the far end of the
+	// veth pair as the pod sees it.
+	routes, err := ch.RouteList(nil, unix.AF_INET)
+	if err != nil {
+		return err
+	}
+	var gw netip.Addr
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
+			gw, _ = netip.AddrFromSlice(r.Gw.To4())
+		}
+	}
+	if !gw.IsValid() {
+		return errors.New("the client pod has no default gateway")
+	}
+	src := netip.MustParseAddr(client.IP)
+	sink, err := bns.ListenPacket("udp4", netip.AddrPortFrom(gw, 9).String())
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := sink.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	sender, err := cns.ListenPacket("udp4", client.IP+":0")
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+	rx := func() (uint64, error) {
+		lk, err := h.LinkByName(client.HostVeth)
+		if err != nil {
+			return 0, err
+		}
+		return lk.Attrs().Statistics.RxPackets, nil
+	}
+	// rate sends 64-byte UDP datagrams as fast as one thread can for the
+	// window and returns what the node's end of the veth received per second.
+	rate := func(port uint16) (float64, error) {
+		to := &net.UDPAddr{IP: gw.AsSlice(), Port: int(port)}
+		payload := make([]byte, 64)
+		before, err := rx()
+		if err != nil {
+			return 0, err
+		}
+		start := time.Now()
+		for time.Since(start) < window {
+			for range 256 {
+				sender.WriteTo(payload, to) // a full queue only slows us
+			}
+		}
+		elapsed := time.Since(start)
+		time.Sleep(50 * time.Millisecond)
+		after, err := rx()
+		if err != nil {
+			return 0, err
+		}
+		return float64(after-before) / elapsed.Seconds(), nil
+	}
+	other := []drops.Flow{{Proto: "tcp", Src: netip.MustParseAddr("198.18.255.1"), Dst: netip.MustParseAddr("198.18.255.2"), DPort: 1}}
+	watched := map[uint64]string{bns.Inode(): "node", cns.Inode(): "source"}
+	type config struct {
+		name  string
+		port  uint16
+		flows []drops.Flow
+		load  bool
+	}
+	configs := []config{
+		{"delivered, no program", 9, nil, false},
+		{"delivered, program attached", 9, other, true},
+		{"dropped (no socket), no program", 10, nil, false},
+		{"dropped, program attached (other flows)", 10, other, true},
+		{"dropped, program watching this flow", 10, []drops.Flow{{Proto: "udp", Src: src, Dst: gw, DPort: 10}}, true},
+	}
+	results := make([][]float64, len(configs))
+	var events []int
+	for range rounds {
+		for i, cf := range configs {
+			var tr *drops.Tracer
+			if cf.load {
+				tr = drops.Start(cf.flows, watched, drops.Options{Method: "ebpf"})
+			}
+			r, err := rate(cf.port)
+			if tr != nil {
+				res := tr.Stop()
+				if res.Method != "ebpf" {
+					return fmt.Errorf("the drops program did not load: %s", res.Note)
+				}
+				if cf.port == 10 && len(cf.flows) > 0 && cf.flows[0].DPort == 10 {
+					events = append(events, res.ByReason["NO_SOCKET"])
+				}
+			}
+			if err != nil {
+				return err
+			}
+			results[i] = append(results[i], r)
+		}
+	}
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	w := c.stdout
+	fmt.Fprintf(w, "64-byte UDP from pod %s through its veth pair to node %s, %s per run, median of %d runs:\n", client.Name, nodeB.Name, window, rounds)
+	base := map[uint16]float64{9: median(results[0]), 10: median(results[2])}
+	for i, cf := range configs {
+		m := median(results[i])
+		fmt.Fprintf(w, "  %-42s %10.0f packets/s  ratio %.3f\n", cf.name, m, m/base[cf.port])
+	}
+	if len(events) > 0 {
+		fmt.Fprintf(w, "  (watching the dropped flow, the program reported %d drops per run, median)\n", int(median(func() []float64 {
+			var f []float64
+			for _, e := range events {
+				f = append(f, float64(e))
+			}
+			return f
+		}())))
+	}
+
+	// Load and attach: cold in a new process (what one `netdiag diagnose`
+	// pays: the kernel's BTF is parsed first), warm in a running one (the
+	// agent).
+	self, _ := os.Executable()
+	var cold []float64
+	for range 5 {
+		out, err := exec.CommandContext(ctx, self, "collect", "--netns", client.NetnsPath, "--collector", "drops", "--drops", "ebpf", "--capture", "100ms", "-o", "json").Output()
+		if err != nil {
+			return fmt.Errorf("collect drops: %w", err)
+		}
+		var res struct {
+			Evidence []struct {
+				Data drops.Result `json:"data"`
+			} `json:"evidence"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil || len(res.Evidence) != 1 || res.Evidence[0].Data.Method != "ebpf" {
+			return fmt.Errorf("collect drops output: %v: %s", err, out)
+		}
+		cold = append(cold, res.Evidence[0].Data.LoadMS)
+	}
+	var warm []float64
+	for range 5 {
+		tr := drops.Start(other, watched, drops.Options{Method: "ebpf"})
+		warm = append(warm, tr.Stop().LoadMS)
+	}
+	fmt.Fprintf(w, "load and attach: %.1f ms median in a new process (BTF parsed), %.1f ms median in a running one (5 runs each)\n", median(cold), median(warm))
 	return nil
 }

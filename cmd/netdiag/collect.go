@@ -56,6 +56,7 @@ type probeFlags struct {
 	capture             time.Duration
 	filter, pcap, iface string
 	payload             bool
+	drops               string
 }
 
 func (f *probeFlags) register(fs *flag.FlagSet) {
@@ -70,6 +71,16 @@ func (f *probeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.pcap, "pcap", "", "write the capture to this file (default a new file in the temp dir)")
 	fs.StringVar(&f.iface, "iface", "", "capture interface (default the route's device towards --to, else eth0)")
 	fs.BoolVar(&f.payload, "payload", false, "capture whole packets, not headers only")
+	fs.StringVar(&f.drops, "drops", "auto", "how to read the kernel's drop reasons for the probes' packets: auto (eBPF, else tracefs), ebpf, tracefs, off")
+}
+
+// checkDrops validates --drops.
+func checkDrops(v string) error {
+	switch v {
+	case "auto", "ebpf", "tracefs", "off":
+		return nil
+	}
+	return fmt.Errorf("--drops %q: accepted: auto (eBPF, else tracefs), ebpf, tracefs, off", v)
 }
 
 // open validates the flags and opens the namespaces. It returns a usage
@@ -101,6 +112,12 @@ func (f *probeFlags) open() (*collectors.Target, *collectors.Params, func(), err
 		}
 	}
 	p.Capture = collectors.CaptureOptions{Duration: f.capture, Filter: f.filter, File: f.pcap, Iface: f.iface, Payload: f.payload}
+	if err := checkDrops(f.drops); err != nil {
+		return nil, nil, nil, err
+	}
+	if f.drops != "auto" && f.drops != "off" {
+		p.DropsMethod = f.drops
+	}
 	t := &collectors.Target{}
 	var opened []*netns.NS
 	closeAll := func() {

@@ -16,7 +16,7 @@ import (
 const diagnoseUsage = `Usage: netdiag diagnose --netns PATH [--peer-netns PATH] [--node-netns PATH]
                         [--to HOST:PORT|IP] [--dns NAME]... [--resolv-conf FILE]
                         [--capture DURATION] [--filter EXPR] [--pcap FILE]
-                        [-o text|json|markdown]
+                        [--drops auto|ebpf|tracefs|off] [-o text|json|markdown]
        netdiag diagnose --lab pod NAMESPACE/NAME|node NAME [--to pod/NS/NAME:PORT|svc/NS/NAME:PORT|host/NAME:PORT]
                         [--dns NAME]... [--capture DURATION] [--instance NAME] [-o ...]
 
@@ -37,6 +37,11 @@ with the evidence, what was ruled out and what to do.
                  else /etc/resolv.conf; --resolv-conf overrides)
   Neither --to nor --dns: the pod checks itself (links, routes, its gateway,
   its DNS configuration, a cluster and an outside name).
+  --drops        while the probes run, the kernel says why it dropped their
+                 packets (NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG):
+                 auto (eBPF on skb:kfree_skb, else tracefs), ebpf, tracefs, off.
+                 It tells a closed port from a REJECT rule even without
+                 --peer-netns.
 
 With --lab, names of the fault lab (netdiag lab status) replace the paths.
 
@@ -71,6 +76,9 @@ func runDiagnose(c *cli, args []string) int {
 		if err := collectors.ValidateName(n); err != nil {
 			return c.usageError("diagnose", "--dns: %v", err)
 		}
+	}
+	if err := checkDrops(pf.drops); err != nil {
+		return c.usageError("diagnose", "%v", err)
 	}
 	var req *diagnose.Request
 	if *useLab {
@@ -110,6 +118,7 @@ func runDiagnose(c *cli, args []string) int {
 		}
 	}
 	req.Capture, req.Filter, req.Pcap, req.Iface, req.Payload = pf.capture, pf.filter, pf.pcap, pf.iface, pf.payload
+	req.Drops = pf.drops
 	if req.ResolvConf == "" && pf.resolvConf != "" {
 		req.ResolvConf = pf.resolvConf
 	}

@@ -13,21 +13,33 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfConnKey struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+}
+
 type bpfDropEvent struct {
-	_        structs.HostLayout
-	Ts       uint64
-	Location uint64
-	Reason   uint32
-	Netns    uint32
-	Ifindex  uint32
-	Saddr    uint32
-	Daddr    uint32
-	Sport    uint16
-	Dport    uint16
-	Proto    uint8
-	Dir      uint8
-	Dev      [16]int8
-	Pad      [6]uint8
+	_           structs.HostLayout
+	Ts          uint64
+	Location    uint64
+	Reason      uint32
+	Netns       uint32
+	Ifindex     uint32
+	Saddr       uint32
+	Daddr       uint32
+	Sport       uint16
+	Dport       uint16
+	Proto       uint8
+	Dir         uint8
+	Dev         [16]int8
+	TcpFlags    uint8
+	IcmpCode    uint8
+	Ttl         uint8
+	Unconfirmed uint8
+	Pad         [2]uint8
 }
 
 type bpfFlowKey struct {
@@ -43,10 +55,12 @@ type bpfFlowKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpfMapConns           = "conns"
 	bpfMapEvents          = "events"
 	bpfMapFlows           = "flows"
 	bpfMapNetns           = "netns"
 	bpfProgOnKfreeSkb     = "on_kfree_skb"
+	bpfProgOnSetState     = "on_set_state"
 	bpfVarLastNotDrop     = "last_not_drop"
 	bpfVarUnusedDropEvent = "unused_drop_event"
 )
@@ -94,12 +108,14 @@ type bpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
 	OnKfreeSkb *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnSetState *ebpf.ProgramSpec `ebpf:"on_set_state"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	Conns  *ebpf.MapSpec `ebpf:"conns"`
 	Events *ebpf.MapSpec `ebpf:"events"`
 	Flows  *ebpf.MapSpec `ebpf:"flows"`
 	Netns  *ebpf.MapSpec `ebpf:"netns"`
@@ -133,6 +149,7 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	Conns  *ebpf.Map `ebpf:"conns"`
 	Events *ebpf.Map `ebpf:"events"`
 	Flows  *ebpf.Map `ebpf:"flows"`
 	Netns  *ebpf.Map `ebpf:"netns"`
@@ -140,6 +157,7 @@ type bpfMaps struct {
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.Conns,
 		m.Events,
 		m.Flows,
 		m.Netns,
@@ -159,11 +177,13 @@ type bpfVariables struct {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
 	OnKfreeSkb *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnSetState *ebpf.Program `ebpf:"on_set_state"`
 }
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
 		p.OnKfreeSkb,
+		p.OnSetState,
 	)
 }
 

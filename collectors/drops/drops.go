@@ -5,8 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,13 +45,21 @@ type Drop struct {
 	// Where is the namespace in the diagnosis' words (source, peer, node,
 	// peer-node), when it is one of them.
 	Where string `json:"where,omitempty"`
-	Proto string `json:"proto"`
-	Src   string `json:"src"`
-	Dst   string `json:"dst"`
-	SPort uint16 `json:"sport,omitempty"`
-	DPort uint16 `json:"dport,omitempty"`
+	// NetnsName names a namespace that is none of them: its /run/netns
+	// name, else a process in it.
+	NetnsName string `json:"netns_name,omitempty"`
+	// Packet says what was dropped: SYN, SYN-ACK, RST, ACK, "echo request"...
+	Packet string `json:"packet,omitempty"`
+	Proto  string `json:"proto"`
+	Src    string `json:"src"`
+	Dst    string `json:"dst"`
+	SPort  uint16 `json:"sport,omitempty"`
+	DPort  uint16 `json:"dport,omitempty"`
 	// Answer is true for a packet of the reverse direction (a reply).
 	Answer bool `json:"answer,omitempty"`
+	// TTL is the packet's TTL when it was dropped; a TTL-limited probe
+	// (hops) that expires is dropped on purpose.
+	TTL uint8 `json:"ttl"`
 }
 
 // Result is the drops evidence.
@@ -56,12 +68,16 @@ type Result struct {
 	Method string `json:"method"`
 	// Approximate: the drops could not be tied to the probes' flows, only
 	// to the time window and the protocol (tracefs).
-	Approximate bool           `json:"approximate"`
-	Note        string         `json:"note,omitempty"`
-	LoadMS      float64        `json:"load_ms"`
-	Drops       []Drop         `json:"drops"`
-	ByReason    map[string]int `json:"by_reason"`
-	Lost        int            `json:"lost,omitempty"`
+	Approximate bool    `json:"approximate"`
+	Note        string  `json:"note,omitempty"`
+	LoadMS      float64 `json:"load_ms"`
+	// AnyNamespace: the destination's namespace was not given, so drops
+	// of the probes' own TCP connections (full 5-tuple) were also looked
+	// for in every other namespace of the node.
+	AnyNamespace bool           `json:"any_namespace,omitempty"`
+	Drops        []Drop         `json:"drops"`
+	ByReason     map[string]int `json:"by_reason"`
+	Lost         int            `json:"lost,omitempty"`
 }
 
 // Options choose the way in.
@@ -70,6 +86,12 @@ type Options struct {
 	Method string
 	// TracefsRoot is where tracefs is (or gets) mounted.
 	TracefsRoot string
+	// AnyNamespace also reports drops in the node's other namespaces: for
+	// when the destination's namespace is not known (its drops are the
+	// ones that tell causes apart). There only the probes' own TCP
+	// connections count, by their full 5-tuple, since another namespace
+	// may carry the same addresses.
+	AnyNamespace bool
 }
 
 // Tracer is a running drop watch.
@@ -94,10 +116,10 @@ func Start(flows []Flow, namespaces map[uint64]string, opts Options) *Tracer {
 	var ebpfErr error
 	if opts.Method != "tracefs" {
 		start := time.Now()
-		ebpfErr = t.startEBPF(flows, namespaces)
+		ebpfErr = t.startEBPF(flows, namespaces, opts.AnyNamespace)
 		t.res.LoadMS = float64(time.Since(start).Microseconds()) / 1000
 		if ebpfErr == nil {
-			t.res.Method = "ebpf"
+			t.res.Method, t.res.AnyNamespace = "ebpf", opts.AnyNamespace
 			return t
 		}
 	}
@@ -132,6 +154,7 @@ func (t *Tracer) Stop() *Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sort.Slice(t.res.Drops, func(i, j int) bool { return t.res.Drops[i].At.Before(t.res.Drops[j].At) })
+	nameNamespaces(t.res.Drops)
 	return &t.res
 }
 
@@ -165,7 +188,7 @@ func dropReasons() (map[uint32]string, error) {
 	return out, nil
 }
 
-func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
+func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS bool) error {
 	reasons, err := dropReasons()
 	if err != nil {
 		return err
@@ -185,13 +208,37 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
 			return err
 		}
 	}
+	// The connection hook is what makes TCP matching exact outside the
+	// given namespaces; a kernel that cannot load it still gets the drops,
+	// matched by addresses and port.
 	var objs bpfObjects
+	var connErr error
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return fmt.Errorf("load: verifier: %v", ve)
+		connErr = err
+		var lesser struct {
+			bpfMaps
+			OnKfreeSkb *ebpf.Program `ebpf:"on_kfree_skb"`
 		}
-		return fmt.Errorf("load: %w", err)
+		delete(spec.Programs, "on_set_state")
+		if err := spec.LoadAndAssign(&lesser, nil); err != nil {
+			var ve *ebpf.VerifierError
+			if errors.As(err, &ve) {
+				return fmt.Errorf("load: verifier: %v", ve)
+			}
+			return fmt.Errorf("load: %w", err)
+		}
+		objs = bpfObjects{bpfMaps: lesser.bpfMaps, bpfPrograms: bpfPrograms{OnKfreeSkb: lesser.OnKfreeSkb}}
+	}
+	var closers []io.Closer
+	closeAll := func() {
+		for _, c := range slices.Backward(closers) {
+			c.Close()
+		}
+	}
+	closers = append(closers, &objs)
+	fail := func(err error) error {
+		closeAll()
+		return err
 	}
 	for _, f := range flows {
 		if !f.Src.Is4() || !f.Dst.Is4() {
@@ -206,31 +253,45 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
 		fwd := bpfFlowKey{Saddr: be32(f.Src), Daddr: be32(f.Dst), Port: port, Proto: p, Dir: 0}
 		rev := bpfFlowKey{Saddr: be32(f.Dst), Daddr: be32(f.Src), Port: port, Proto: p, Dir: 1}
 		if err := objs.Flows.Put(fwd, one); err != nil {
-			objs.Close()
-			return err
+			return fail(err)
 		}
 		if err := objs.Flows.Put(rev, one); err != nil {
-			objs.Close()
-			return err
+			return fail(err)
 		}
 	}
-	for ino := range namespaces {
+	if objs.OnSetState != nil {
+		l, err := link.AttachTracing(link.TracingOptions{Program: objs.OnSetState})
+		if err != nil {
+			connErr = err
+		} else {
+			closers = append(closers, l)
+		}
+	}
+	watch := slices.Collect(maps.Keys(namespaces))
+	if anyNS {
+		const strict, loose = 0, 1 // the program's ANY_NS_STRICT, ANY_NS_LOOSE
+		if connErr != nil {
+			watch = append(watch, loose)
+			t.res.Note = "TCP drops outside the given namespaces are matched by addresses and port only (the connection hook did not load: " + connErr.Error() + ")"
+		} else {
+			watch = append(watch, strict)
+		}
+	}
+	for _, ino := range watch {
 		if err := objs.Netns.Put(uint32(ino), uint8(1)); err != nil {
-			objs.Close()
-			return err
+			return fail(err)
 		}
 	}
 	tp, err := link.AttachTracing(link.TracingOptions{Program: objs.OnKfreeSkb})
 	if err != nil {
-		objs.Close()
-		return fmt.Errorf("attach to skb:kfree_skb: %w", err)
+		return fail(fmt.Errorf("attach to skb:kfree_skb: %w", err))
 	}
+	closers = append(closers, tp)
 	rd, err := ringbuf.NewReader(objs.Events)
 	if err != nil {
-		tp.Close()
-		objs.Close()
-		return err
+		return fail(err)
 	}
+	closers = append(closers, rd)
 	// Read sets its own short deadlines (a deadline cannot be set while a
 	// Read blocks), so Stop only has to say when, and the loop drains what
 	// is in flight for a moment after it.
@@ -238,9 +299,9 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
 	t.stop = func() { stopAt.CompareAndSwap(0, time.Now().UnixNano()) }
 	go func() {
 		defer close(t.done)
-		defer objs.Close()
-		defer tp.Close()
-		defer rd.Close()
+		defer closeAll()
+		var pending []Drop
+		defer func() { t.confirm(objs.Conns, pending) }()
 		syms := &kallsyms{}
 		for {
 			rd.SetDeadline(time.Now().Add(25 * time.Millisecond))
@@ -264,14 +325,51 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string) error {
 			d := Drop{At: monoToWall(ev.Ts), Reason: reasons[ev.Reason], Location: syms.lookup(ev.Location),
 				Dev: cString(ev.Dev[:]), Netns: uint64(ev.Netns), Where: namespaces[uint64(ev.Netns)],
 				Proto: protoNames[ev.Proto], Src: ip4(ev.Saddr).String(), Dst: ip4(ev.Daddr).String(),
-				SPort: ev.Sport, DPort: ev.Dport, Answer: ev.Dir == 1}
+				SPort: ev.Sport, DPort: ev.Dport, Answer: ev.Dir == 1, Packet: packetKind(ev.Proto, ev.TcpFlags, ev.IcmpCode), TTL: ev.Ttl}
+			if d.Proto == "icmp" {
+				// Only echo requests are the probes' own; replies and
+				// errors come back to them.
+				d.Answer = ev.TcpFlags != 8
+			}
 			if d.Reason == "" {
 				d.Reason = strconv.Itoa(int(ev.Reason))
+			}
+			if ev.Unconfirmed == 1 {
+				pending = append(pending, d)
+				continue
 			}
 			t.add(d)
 		}
 	}()
 	return nil
+}
+
+// confirm keeps the TCP drops seen outside the given namespaces that belong
+// to one of the probes' own connections (the full 5-tuple, which the kernel
+// learnt when each left SYN_SENT).
+func (t *Tracer) confirm(conns *ebpf.Map, pending []Drop) {
+	if len(pending) == 0 {
+		return
+	}
+	own := map[bpfConnKey]bool{}
+	var k bpfConnKey
+	var v uint8
+	it := conns.Iterate()
+	for it.Next(&k, &v) {
+		own[k] = true
+	}
+
+	for _, d := range pending {
+		src, dst, sport, dport := d.Src, d.Dst, d.SPort, d.DPort
+		if d.Answer {
+			src, dst, sport, dport = dst, src, dport, sport
+		}
+		s, err1 := netip.ParseAddr(src)
+		ds, err2 := netip.ParseAddr(dst)
+		if err1 == nil && err2 == nil && own[bpfConnKey{Saddr: be32(s), Daddr: be32(ds), Sport: sport, Dport: dport}] {
+			t.add(d)
+		}
+	}
 }
 
 func be32(a netip.Addr) uint32 {
@@ -350,4 +448,107 @@ func (k *kallsyms) lookup(addr uint64) string {
 		return fmt.Sprintf("0x%x", addr)
 	}
 	return fmt.Sprintf("%s+0x%x", k.names[i], addr-k.addrs[i])
+}
+
+// Expected reports a drop that the probes cause on purpose or that is part
+// of a normal exchange: a TTL-limited hop probe expiring at a router, a
+// socket's queue freed when a probe closes it, and a late answer reaching
+// the source after the probe's socket is gone.
+func (d *Drop) Expected() bool {
+	switch {
+	case d.TTL <= 1 && (d.Reason == "IP_INHDR" || strings.Contains(d.Reason, "TTL")):
+		return true
+	case d.Reason == "QUEUE_PURGE" || d.Reason == "SOCKET_CLOSE" || d.Reason == "TCP_CLOSE":
+		return true
+	case d.Answer && d.Where == "source" && d.Reason == "NO_SOCKET":
+		return true
+	}
+	return false
+}
+
+// packetKind names a dropped packet the way tcpdump readers do.
+func packetKind(proto, b1, b2 uint8) string {
+	switch proto {
+	case 6:
+		const fin, syn, rst, psh, ack = 0x01, 0x02, 0x04, 0x08, 0x10
+		switch {
+		case b1&syn != 0 && b1&ack != 0:
+			return "SYN-ACK"
+		case b1&syn != 0:
+			return "SYN"
+		case b1&rst != 0:
+			return "RST"
+		case b1&fin != 0:
+			return "FIN"
+		case b1&psh != 0:
+			return "data"
+		case b1&ack != 0:
+			return "ACK"
+		}
+		return "TCP segment"
+	case 17:
+		return "UDP datagram"
+	case 1:
+		switch b1 {
+		case 8:
+			return "echo request"
+		case 0:
+			return "echo reply"
+		case 3:
+			return fmt.Sprintf("ICMP unreachable (code %d)", b2)
+		case 11:
+			return "ICMP time exceeded"
+		}
+		return fmt.Sprintf("ICMP type %d", b1)
+	}
+	return ""
+}
+
+// nameNamespaces names the namespaces of drops outside the watched ones:
+// by their /run/netns name (as `ip netns` shows them), else by a process
+// that lives in them.
+func nameNamespaces(ds []Drop) {
+	want := map[uint64]string{}
+	for _, d := range ds {
+		if d.Where == "" && d.Netns != 0 {
+			want[d.Netns] = ""
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	inode := func(p string) uint64 {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			return 0
+		}
+		return st.Ino
+	}
+	missing := len(want)
+	paths, _ := filepath.Glob("/run/netns/*")
+	for _, p := range paths {
+		if name, ok := want[inode(p)]; ok && name == "" {
+			want[inode(p)] = filepath.Base(p)
+			missing--
+		}
+	}
+	if missing > 0 {
+		procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+		for _, p := range procs {
+			ino := inode(p)
+			if name, ok := want[ino]; ok && name == "" {
+				pid := strings.Split(p, "/")[2]
+				comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+				want[ino] = fmt.Sprintf("pid %s (%s)", pid, strings.TrimSpace(string(comm)))
+				if missing--; missing == 0 {
+					break
+				}
+			}
+		}
+	}
+	for i := range ds {
+		if ds[i].Where == "" {
+			ds[i].NetnsName = want[ds[i].Netns]
+		}
+	}
 }

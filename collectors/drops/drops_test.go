@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,8 +76,38 @@ func TestDropsOnLab(t *testing.T) {
 		if d == nil {
 			t.Fatalf("no NETFILTER_DROP in the web pod: %+v", res)
 		}
-		if d.Proto != "tcp" || d.Src != clientPod.IP || d.Dst != webPod.IP || d.DPort != 8080 || d.Netns != web.Inode() || !strings.Contains(d.Location, "nf_hook_slow") && !strings.Contains(d.Location, "nft_") {
+		if d.Proto != "tcp" || d.Src != clientPod.IP || d.Dst != webPod.IP || d.DPort != 8080 || d.Netns != web.Inode() || d.Packet != "SYN" || !strings.Contains(d.Location, "nf_hook_slow") && !strings.Contains(d.Location, "nft_") {
 			t.Errorf("drop: %+v", d)
+		}
+	})
+
+	t.Run("any-namespace", func(t *testing.T) {
+		// Without the destination's namespace the probe's own connection
+		// decides, and the namespace is named from /run/netns. A second lab
+		// carries the very same addresses and the same fault: its drops
+		// are not the probe's.
+		fault(t, "port-firewall")
+		twin := labtest.Up(t, "tdrpb")
+		if _, err := lab.InjectFault(ctx, twin.Instance, "port-firewall", quiet); err != nil {
+			t.Fatal(err)
+		}
+		twinClientPod, _ := twin.Pod("default/client")
+		twinClient := open(t, twinClientPod.NetnsPath)
+		only := map[uint64]string{client.Inode(): "source"}
+		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, only, drops.Options{Method: "ebpf", AnyNamespace: true})
+		for range 3 {
+			dial(twinClient, webPod.IP+":8080")
+		}
+		dial(client, webPod.IP+":8080")
+		res := tr.Stop()
+		d := find(res, "NETFILTER_DROP", "")
+		if !res.AnyNamespace || d == nil || d.Where != "" || d.Netns != web.Inode() || d.NetnsName != filepath.Base(webPod.NetnsPath) {
+			t.Fatalf("drop in an unwatched namespace: %+v", res)
+		}
+		for _, x := range res.Drops {
+			if x.Netns != web.Inode() {
+				t.Errorf("a drop in the twin lab was attributed to the probe: %+v", x)
+			}
 		}
 	})
 

@@ -2,6 +2,8 @@ package labview_test
 
 import (
 	"context"
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,48 +47,94 @@ func TestParseArgs(t *testing.T) {
 }
 
 // TestResetWithoutPeerView: a REJECT --reject-with tcp-reset looks like a
-// closed port from the source. Without the destination's view the finding
-// says so (lower confidence, the firewall as the alternative, and what tells
-// them apart); with it, it decides.
+// closed port from the source. With the kernel's drop reasons the diagnosis
+// tells them apart even without the destination's view (NETFILTER_DROP
+// against NO_SOCKET); without them and without that view the finding says it
+// cannot (lower confidence, the firewall as the alternative, and what tells
+// them apart); with the destination's view it decides.
 func TestResetWithoutPeerView(t *testing.T) {
 	l := labtest.Up(t, "tamb")
 	ctx := context.Background()
-	if _, err := lab.InjectFault(ctx, l.Instance, "port-reject", nil); err != nil {
-		t.Fatal(err)
-	}
 	st, err := lab.GetStatus(l.Instance)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := labview.Request(st, "pod", "default/client", "pod/default/web:8080", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}}
-	with, err := eng.Diagnose(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if with.Verdict() != diagnose.PortFirewall || with.Confidence < 0.85 {
-		t.Errorf("with the peer's view: %s %.2f", with.Verdict(), with.Confidence)
-	}
-	req.Peer = ""
-	without, err := eng.Diagnose(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if without.Verdict() != diagnose.PortNotListen || without.Confidence > 0.7 {
-		t.Errorf("without the peer's view: %s %.2f", without.Verdict(), without.Confidence)
-	}
-	alt := false
-	for _, c := range without.AlsoConsidered {
-		if c.Class == "port-unreachable" && c.Cause == "firewall" && strings.Contains(c.RuledOutBy, "not ruled out") {
-			alt = true
+	ask := func(t *testing.T, fault, drops string, peer bool) *diagnose.Finding {
+		t.Helper()
+		req, err := labview.Request(st, "pod", "default/client", "pod/default/web:8080", nil)
+		if err != nil {
+			t.Fatal(err)
 		}
+		req.Drops = drops
+		if !peer {
+			req.Peer = ""
+		}
+		f, err := eng.Diagnose(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
 	}
-	if !alt || !strings.Contains(strings.Join(without.NextSteps, " "), "--peer-netns") {
-		t.Errorf("the alternative and how to tell them apart are missing: %+v %v", without.AlsoConsidered, without.NextSteps)
+	considered := func(f *diagnose.Finding, v diagnose.Verdict, why string) bool {
+		for _, c := range f.AlsoConsidered {
+			if c.Class == v.Class && c.Cause == v.Cause && strings.Contains(c.RuledOutBy, why) {
+				return true
+			}
+		}
+		return false
 	}
+	evidence := func(f *diagnose.Finding) string {
+		var s []string
+		for _, o := range f.Evidence {
+			s = append(s, o.Collector+": "+o.Observation)
+		}
+		return strings.Join(s, "\n")
+	}
+	inject := func(t *testing.T, fault string) {
+		quiet := slog.New(slog.DiscardHandler)
+		if _, err := lab.InjectFault(ctx, l.Instance, fault, quiet); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lab.Clear(ctx, l.Instance, quiet) })
+	}
+	web, _ := l.Pod("default/web")
+	webNS := filepath.Base(web.NetnsPath)
+
+	t.Run("reject", func(t *testing.T) {
+		inject(t, "port-reject")
+		with := ask(t, "port-reject", "off", true)
+		if with.Verdict() != diagnose.PortFirewall || with.Confidence < 0.85 {
+			t.Errorf("with the peer's view: %s %.2f", with.Verdict(), with.Confidence)
+		}
+		kernel := ask(t, "port-reject", "ebpf", false)
+		ev := evidence(kernel)
+		if kernel.Verdict() != diagnose.PortFirewall || kernel.Confidence < 0.8 || !strings.Contains(ev, "NETFILTER_DROP") || !strings.Contains(ev, webNS) ||
+			!considered(kernel, diagnose.PortNotListen, "ruled out by the kernel") {
+			t.Errorf("with the kernel's drop reasons, without the peer's view: %s %.2f %s\n%s\n%+v", kernel.Verdict(), kernel.Confidence, kernel.Summary, ev, kernel.AlsoConsidered)
+		}
+		without := ask(t, "port-reject", "off", false)
+		if without.Verdict() != diagnose.PortNotListen || without.Confidence > 0.7 {
+			t.Errorf("without the peer's view and the drops: %s %.2f", without.Verdict(), without.Confidence)
+		}
+		if !considered(without, diagnose.PortFirewall, "not ruled out") || !strings.Contains(strings.Join(without.NextSteps, " "), "--peer-netns") {
+			t.Errorf("the alternative and how to tell them apart are missing: %+v %v", without.AlsoConsidered, without.NextSteps)
+		}
+		approx := ask(t, "port-reject", "tracefs", false)
+		if !strings.Contains(evidence(approx), "approximate") {
+			t.Errorf("forced tracefs: the evidence does not say the attribution is approximate:\n%s", evidence(approx))
+		}
+	})
+
+	t.Run("closed", func(t *testing.T) {
+		inject(t, "not-listening")
+		kernel := ask(t, "not-listening", "ebpf", false)
+		ev := evidence(kernel)
+		if kernel.Verdict() != diagnose.PortNotListen || kernel.Confidence < 0.8 || !strings.Contains(ev, "NO_SOCKET") ||
+			!considered(kernel, diagnose.PortFirewall, "ruled out by the kernel") {
+			t.Errorf("closed port with the kernel's drop reasons, without the peer's view: %s %.2f %s\n%s", kernel.Verdict(), kernel.Confidence, kernel.Summary, ev)
+		}
+	})
 }
 
 // TestBadQuestions: questions the lab cannot answer are refused with what is

@@ -50,11 +50,19 @@ struct net_device {
 } __attribute__((preserve_access_index));
 
 struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
 	possible_net_t skc_net;
 } __attribute__((preserve_access_index));
 
 struct sock {
 	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+/* inet_sport stays set through the socket's close (skc_num may not). */
+struct inet_sock {
+	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
@@ -102,7 +110,11 @@ struct drop_event {
 	__u8 proto;
 	__u8 dir;
 	char dev[16];
-	__u8 pad[6];
+	__u8 tcp_flags; /* TCP: the flags byte; ICMP: the type */
+	__u8 icmp_code;
+	__u8 ttl;
+	__u8 unconfirmed; /* TCP outside the given namespaces: check conns */
+	__u8 pad[2];
 };
 
 struct {
@@ -118,6 +130,27 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } netns SEC(".maps");
+
+/* The probes' own TCP connections, full 5-tuple: in a namespace the
+ * diagnosis was not given, a TCP drop counts only when it is one of these
+ * (another namespace may carry the same addresses). */
+struct conn_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+} conns SEC(".maps");
+
+/* Keys of the namespace map below real namespace inodes. */
+#define ANY_NS_STRICT 0 /* any namespace; only TCP, one of conns */
+#define ANY_NS_LOOSE 1  /* any namespace; the flow is enough */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -158,10 +191,17 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 		return 0;
 
 	__u16 ports[2] = {0, 0};
+	__u8 l4[2] = {0, 0};
+	__u32 ihl = (ip.ihl_version & 0x0f) * 4;
 	if (ip.protocol == 6 || ip.protocol == 17) {
-		__u32 ihl = (ip.ihl_version & 0x0f) * 4;
 		if (bpf_probe_read_kernel(ports, sizeof(ports), head + nh + ihl))
 			return 0;
+	}
+	if (ip.protocol == 6) {
+		/* flags are byte 13 of the TCP header */
+		bpf_probe_read_kernel(&l4[0], 1, head + nh + ihl + 13);
+	} else if (ip.protocol == 1) {
+		bpf_probe_read_kernel(l4, 2, head + nh + ihl);
 	}
 	__u16 sport = __builtin_bswap16(ports[0]);
 	__u16 dport = __builtin_bswap16(ports[1]);
@@ -176,9 +216,23 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 			return 0;
 	}
 
+	/* Outside the given namespaces (the destination's may not be known),
+	 * a TCP packet must belong to one of the probes' own connections. */
 	__u32 ns = netns_of(skb);
-	if (!bpf_map_lookup_elem(&netns, &ns))
-		return 0;
+	__u8 unconfirmed = 0;
+	if (!bpf_map_lookup_elem(&netns, &ns)) {
+		__u32 loose = ANY_NS_LOOSE, strict = ANY_NS_STRICT;
+		if (!bpf_map_lookup_elem(&netns, &loose)) {
+			if (!bpf_map_lookup_elem(&netns, &strict))
+				return 0;
+			/* Only the probes' TCP connections can be told from
+			 * look-alikes there; each is learnt when it leaves
+			 * SYN_SENT, after its first packets: user space confirms. */
+			if (ip.protocol != 6)
+				return 0;
+			unconfirmed = 1;
+		}
+	}
 
 	struct drop_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e)
@@ -193,6 +247,11 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	e->dport = dport;
 	e->proto = ip.protocol;
 	e->dir = k.dir;
+	e->tcp_flags = l4[0];
+	e->icmp_code = l4[1];
+	e->ttl = ip.ttl;
+	e->unconfirmed = unconfirmed;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	e->ifindex = 0;
 	__builtin_memset(e->dev, 0, sizeof(e->dev));
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
@@ -205,6 +264,35 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 }
 
 // Referenced so that bpf2go emits the Go type of the event.
+/* A probe's TCP connection leaving SYN_SENT (connected, refused, timed out
+ * and closed) in a given namespace: its source port is known by now (not
+ * yet when it enters SYN_SENT), so remember the whole 5-tuple. Drops of it
+ * elsewhere, seen earlier, are confirmed against these by user space. */
+#define TCP_SYN_SENT 2
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (oldstate != TCP_SYN_SENT)
+		return 0;
+	struct flow_key k = {
+		.saddr = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr),
+		.daddr = BPF_CORE_READ(sk, __sk_common.skc_daddr),
+		.port = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport)),
+		.proto = 6,
+		.dir = 0,
+	};
+	if (!bpf_map_lookup_elem(&flows, &k))
+		return 0;
+	__u32 ns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (!bpf_map_lookup_elem(&netns, &ns))
+		return 0;
+	struct conn_key c = {.saddr = k.saddr, .daddr = k.daddr, .sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)), .dport = k.port};
+	__u8 one = 1;
+	bpf_map_update_elem(&conns, &c, &one, 0);
+	return 0;
+}
+
 const struct drop_event *unused_drop_event __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";
