@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/netdiag
 
-.PHONY: demo test deps build vet clean lab-down bench
+.PHONY: demo test deps build vet clean lab-down bench bpf
 
 # Static (no cgo): one binary that runs on any node image, and no dynamic
 # loader work at every start of a short-lived capture or agent call.
@@ -33,15 +33,23 @@ vet:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
+# Regenerate the drops program from collectors/drops/bpf/drops.c (only when
+# the C changes; the object is committed so that building needs no clang).
+bpf:
+	apt-get install -y --no-install-recommends clang llvm libbpf-dev
+	cd collectors/drops && $(GO) generate
+
 lab-down: build
 	./$(BIN) lab down --all
 
-# Speed figures: capture next to tcpdump, path MTU, all collectors (root).
+# Speed figures: capture next to tcpdump, path MTU, all collectors, diagnose,
+# the drops program's cost (root).
 bench: deps build
 	./$(BIN) bench capture
 	./$(BIN) bench pmtu
 	./$(BIN) bench collectors
 	./$(BIN) bench diagnose
+	./$(BIN) bench drops
 	./$(BIN) lab bench --instance labbench
 
 clean:

@@ -1017,7 +1017,7 @@ func ruleMTU(f *facts) (*match, string) {
 			}
 		}
 	}
-	ev = append(ev, f.dropLines(f.pathDrops("PKT_TOO_BIG", "FRAG*", "IP_FRAG*"), 2)...)
+	ev = append(ev, f.dropLines(f.pathDrops("PKT_TOO_BIG", "FRAG*", "IP_FRAG*"), 1)...)
 	if len(ev) == 0 {
 		if m != nil && m.PathMTU == m.IfaceMTU {
 			return nil, fmt.Sprintf("DF probes of the full %d bytes reach the destination", m.IfaceMTU)

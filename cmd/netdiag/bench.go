@@ -420,7 +420,7 @@ func benchDiagnose(ctx context.Context, c *cli, l *lab.Lab) error {
 // other flows, as it does on a busy node, and watching the very flow being
 // dropped, its worst case), and the time to load and attach it.
 func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
-	const window, rounds = 2 * time.Second, 3
+	const window, rounds = 2 * time.Second, 5
 	client, nodeB, cns, bns, err := clientAndNode(l)
 	if err != nil {
 		return err

@@ -88,7 +88,9 @@ func runDemo(c *cli, args []string) int {
 	printMap(w, st)
 
 	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}}
-	ask := func(question []string) error {
+	// alone drops the destination's view: the question as asked with
+	// --netns and --to only.
+	ask := func(question []string, alone ...bool) error {
 		kind, name, to, dns, err := labview.ParseArgs(question)
 		if err != nil {
 			return err
@@ -101,7 +103,12 @@ func runDemo(c *cli, args []string) int {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "\n$ netdiag diagnose --lab %s\n\n", strings.Join(question, " "))
+		if len(alone) > 0 && alone[0] {
+			req.Peer, req.PeerNode = "", ""
+			fmt.Fprintf(w, "\n$ netdiag diagnose --netns %s --to %s\n\n", req.Source, req.To)
+		} else {
+			fmt.Fprintf(w, "\n$ netdiag diagnose --lab %s\n\n", strings.Join(question, " "))
+		}
 		f, err := eng.Diagnose(ctx, req)
 		if err != nil {
 			return err
@@ -134,6 +141,27 @@ func runDemo(c *cli, args []string) int {
 			return c.failure("demo", err)
 		}
 		fmt.Fprintf(w, "   (fault %s cleared)\n", f.Name)
+	}
+	if len(faults) == len(demoFaults) {
+		// The kernel's drop reasons tell a REJECT rule from a closed port
+		// from the client alone, where both are just "connection refused".
+		fmt.Fprintln(w, "\n== the kernel's word: a REJECT rule and a closed port, both 'connection refused', asked from the client alone")
+		for _, name := range []string{"port-reject", "not-listening"} {
+			f, _ := lab.FaultByName(name)
+			fmt.Fprintf(w, "\n-- fault %s (must read %s/%s)\n   %s\n", f.Name, f.Class, f.Cause, f.Summary)
+			if _, err := lab.InjectFault(ctx, *inst, name, c.log); err != nil {
+				down()
+				return c.failure("demo", err)
+			}
+			err := ask([]string{"pod", "default/client", "--to", "pod/default/web:8080"}, true)
+			if _, cerr := lab.Clear(ctx, *inst, c.log); cerr != nil && err == nil {
+				err = cerr
+			}
+			if err != nil {
+				down()
+				return c.failure("demo", err)
+			}
+		}
 	}
 	return down()
 }
