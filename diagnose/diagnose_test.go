@@ -177,3 +177,16 @@ func TestKernelDropReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestDropsUnavailable: without the kernel's drop reasons the diagnosis goes
+// on and says what it could not see.
+func TestDropsUnavailable(t *testing.T) {
+	req := &Request{Source: "/run/netns/a", Peer: "/run/netns/b", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	evs := append(refused([]collectors.Listener{{Proto: "tcp", Addr: "0.0.0.0", Port: 9090}}),
+		collectors.Evidence{Collector: "drops", Scope: collectors.ScopeSource, Data: &collectors.DropsResult{Method: "unavailable", Note: "the kernel's drop reasons could not be read: no BTF"}})
+	f := Classify(req, evs)
+	last := f.Evidence[len(f.Evidence)-1]
+	if f.Verdict() != PortNotListen || last.Collector != "drops" || !strings.Contains(last.Observation, "no BTF") {
+		t.Errorf("%s: %+v", f.Verdict(), f.Evidence)
+	}
+}

@@ -157,6 +157,15 @@ func TestDropsOnLab(t *testing.T) {
 		}
 	})
 
+	t.Run("unavailable", func(t *testing.T) {
+		// Neither way in: the evidence says why, and nothing fails.
+		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, watched, drops.Options{Method: "tracefs", TracefsRoot: "/nonexistent/netdiag-tracefs"})
+		res := tr.Stop()
+		if res.Method != "unavailable" || !strings.Contains(res.Note, "could not be read") || !strings.Contains(res.Note, "/nonexistent/netdiag-tracefs") {
+			t.Errorf("unavailable: %+v", res)
+		}
+	})
+
 	t.Run("tracefs-fallback", func(t *testing.T) {
 		fault(t, "port-firewall")
 		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, watched, drops.Options{Method: "tracefs"})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/labview"
@@ -106,6 +108,20 @@ func TestResetWithoutPeerView(t *testing.T) {
 		with := ask(t, "port-reject", "off", true)
 		if with.Verdict() != diagnose.PortFirewall || with.Confidence < 0.85 {
 			t.Errorf("with the peer's view: %s %.2f", with.Verdict(), with.Confidence)
+		}
+		// With a capture, the drop is lined up with the packet leaving.
+		req, err := labview.Request(st, "pod", "default/client", "pod/default/web:8080", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Capture, req.Pcap = time.Second, filepath.Join(t.TempDir(), "reject.pcap")
+		captured, err := eng.Diagnose(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev := evidence(captured); !regexp.MustCompile(`drops: SYN to [0-9.]+:8080 sent at [0-9:.]+, dropped [0-9.]+.?s later in pod default/web on eth0 by nf\w+: NETFILTER_DROP`).MatchString(ev) ||
+			!strings.Contains(ev, "-j REJECT --reject-with tcp-reset") {
+			t.Errorf("capture and drops do not line up, or the rule is not named:\n%s", ev)
 		}
 		kernel := ask(t, "port-reject", "ebpf", false)
 		ev := evidence(kernel)
