@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -188,7 +189,12 @@ func dropReasons() (map[uint32]string, error) {
 	return out, nil
 }
 
+// memlock lifts RLIMIT_MEMLOCK once on kernels before 5.11, which charge
+// BPF maps to it (later ones charge the cgroup and it is left alone).
+var memlock = sync.OnceValue(rlimit.RemoveMemlock)
+
 func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS bool) error {
+	memlock() // a load that still fails says why below
 	reasons, err := dropReasons()
 	if err != nil {
 		return err
