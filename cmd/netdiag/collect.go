@@ -17,7 +17,8 @@ import (
 const collectUsage = `Usage: netdiag collect --netns PATH [--peer-netns PATH] [--node-netns PATH]
                        [--collector NAME]... [--to HOST:PORT|IP] [--dns NAME]...
                        [--resolv-conf FILE] [--capture DURATION] [--filter EXPR]
-                       [--pcap FILE] [--iface NAME] [--payload] [-o json|text]
+                       [--pcap FILE] [--iface NAME] [--payload]
+                       [--drops auto|ebpf|tracefs|off] [-o json|text]
 
 Runs collectors inside network namespaces and prints the raw evidence: what
 ip, ss, sysctl, iptables-save, nft, ipvsadm, ping, paping, dig, tracepath,
@@ -30,7 +31,8 @@ source's node. Probes (ping, tcp, pmtu, hops, dns) run from the source only.
 
 Without --collector, every collector that applies runs: the dumps always,
 ping/pmtu/hops with --to, tcp with --to HOST:PORT, dns with --dns, capture
-with --capture.
+with --capture, and drops around any probe (the kernel's reasons for
+dropping the probes' packets; --drops off leaves it out).
 
 Collectors:
 %s
@@ -38,6 +40,7 @@ Examples:
   netdiag collect --netns ndl-demo-default-client --to 198.19.1.10:8080
   netdiag collect --netns /proc/4242/ns/net --dns kubernetes.default --collector dns --collector resolv
   netdiag collect --netns ndl-demo-default-client --to 198.19.1.10:8080 --capture 3s --pcap /tmp/web.pcap
+  netdiag collect --netns ndl-demo-default-client --to 198.19.1.10:8080 --collector tcp --collector drops
 `
 
 func collectorList() string {
@@ -189,7 +192,7 @@ func runCollect(c *cli, args []string) int {
 	}
 	p.Capture.MaxPackets, p.Capture.MaxBytes = *maxPackets, *maxBytes
 	if len(names) == 0 {
-		names = defaultCollectors(p)
+		names = defaultCollectors(p, pf.drops != "off")
 	}
 	for _, n := range names {
 		if err := needsFor(n, p); err != nil {
@@ -224,8 +227,9 @@ func runCollect(c *cli, args []string) int {
 	return exitOK
 }
 
-// defaultCollectors are the collectors that apply to the question asked.
-func defaultCollectors(p *collectors.Params) []string {
+// defaultCollectors are the collectors that apply to the question asked;
+// the drops watch wraps the probes unless --drops off.
+func defaultCollectors(p *collectors.Params, drops bool) []string {
 	names := []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "ipvs", "resolv"}
 	if p.To != nil {
 		names = append(names, "ping", "pmtu", "hops")
@@ -238,6 +242,9 @@ func defaultCollectors(p *collectors.Params) []string {
 	}
 	if p.Capture.Duration > 0 {
 		names = append(names, "capture")
+	}
+	if drops && slices.ContainsFunc(names, collectors.IsProbe) {
+		names = append(names, "drops")
 	}
 	return names
 }
