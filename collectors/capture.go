@@ -84,8 +84,15 @@ type CaptureResult struct {
 }
 
 func init() {
-	register("capture", "packet capture (AF_PACKET ring, tcpdump-syntax filter compiled by libpcap) bounded by time, packets and bytes, written as pcap, with a per-flow summary",
-		[]Scope{ScopeSource, ScopePeer}, false, DefaultCaptureDuration+5*time.Second, collectCapture)
+	registerWatch("capture", "packet capture (AF_PACKET ring, tcpdump-syntax filter compiled by libpcap) bounded by time, packets and bytes, written as pcap, with a per-flow summary",
+		[]Scope{ScopeSource, ScopePeer}, DefaultCaptureDuration+5*time.Second, collectCapture,
+		func(ctx context.Context, in Input, _ *Target, _ []*Params) (func() (*CaptureResult, error), error) {
+			c, err := startCaptureFor(ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			return c.Wait, nil
+		})
 }
 
 func collectCapture(ctx context.Context, in Input) (*CaptureResult, error) {

@@ -19,7 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/netdiag/netdiag/collectors/drops"
 	"github.com/netdiag/netdiag/collectors/netns"
 )
 
@@ -55,6 +54,9 @@ type collector struct {
 	timeout time.Duration
 	run     func(ctx context.Context, in Input) (any, error)
 	newData func() any
+	// watch, for a collector that runs around the probes (a capture, the
+	// drops watch), starts it; Run calls end once the probes are done.
+	watch func(ctx context.Context, in Input, t *Target, all []*Params) (end func() (any, error), err error)
 }
 
 var registry = map[string]*collector{}
@@ -67,15 +69,32 @@ func register[T any](name, help string, scopes []Scope, probe bool, timeout time
 	}
 	registry[name] = &collector{
 		name: name, help: help, scopes: scopes, probe: probe, timeout: timeout,
-		run: func(ctx context.Context, in Input) (any, error) {
-			d, err := fn(ctx, in)
-			if d == nil {
-				return nil, err
-			}
-			return d, err
-		},
+		run:     func(ctx context.Context, in Input) (any, error) { return untyped(fn(ctx, in)) },
 		newData: func() any { return new(T) },
 	}
+}
+
+// registerWatch adds a collector that, inside Run, is started before the
+// probes and ended after them; run is what it does on its own (RunOne).
+// Its deadline on its own stretches with the capture duration.
+func registerWatch[T any](name, help string, scopes []Scope, timeout time.Duration, run func(ctx context.Context, in Input) (*T, error),
+	start func(ctx context.Context, in Input, t *Target, all []*Params) (end func() (*T, error), err error)) {
+	register(name, help, scopes, false, timeout, run)
+	registry[name].watch = func(ctx context.Context, in Input, t *Target, all []*Params) (func() (any, error), error) {
+		end, err := start(ctx, in, t, all)
+		if err != nil {
+			return nil, err
+		}
+		return func() (any, error) { return untyped(end()) }, nil
+	}
+}
+
+// untyped keeps a nil result nil as an any (not a typed nil pointer).
+func untyped[T any](d *T, err error) (any, error) {
+	if d == nil {
+		return nil, err
+	}
+	return d, err
 }
 
 // Info describes a collector for --help and listings.
@@ -239,7 +258,7 @@ func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Para
 		p = &Params{}
 	}
 	timeout := c.timeout
-	if c.name == "capture" && p.Capture.Duration > 0 {
+	if c.watch != nil && p.Capture.Duration > 0 {
 		timeout = p.Capture.Duration + 5*time.Second
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -279,8 +298,7 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	out := make([]Evidence, len(jobs))
 	type running struct {
 		i     int
-		c     *Capture
-		d     *drops.Tracer
+		end   func() (any, error)
 		start time.Time
 	}
 	var (
@@ -292,8 +310,9 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	for _, j := range jobs {
 		all = append(all, j.Params)
 	}
+	isWatch := func(j Job) bool { c := registry[j.Collector]; return c != nil && c.watch != nil }
 	for i, j := range jobs {
-		if j.Collector != "capture" && j.Collector != "drops" {
+		if !isWatch(j) {
 			continue
 		}
 		ns := t.ns(j.Scope)
@@ -304,19 +323,14 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 		}
 		out[i].Netns = ns.Path()
 		setup.Go(func() {
-			r := running{i: i, start: time.Now()}
-			if j.Collector == "drops" {
-				r.d = startDropsFor(t, j.params(p), all...)
-			} else {
-				c, err := startCaptureFor(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)})
-				if err != nil {
-					out[i].Error = err.Error()
-					return
-				}
-				r.c = c
+			start := time.Now()
+			end, err := registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t, all)
+			if err != nil {
+				out[i].Error = err.Error()
+				return
 			}
 			mu.Lock()
-			watches = append(watches, r)
+			watches = append(watches, running{i, end, start})
 			mu.Unlock()
 		})
 	}
@@ -324,7 +338,7 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	go func() { setup.Wait(); close(ready) }()
 	var work sync.WaitGroup
 	for i, j := range jobs {
-		if j.Collector == "capture" || j.Collector == "drops" {
+		if isWatch(j) {
 			continue
 		}
 		work.Go(func() {
@@ -337,23 +351,20 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	}
 	work.Wait()
 	<-ready
+	// Each watch ends its own way: the drops watch at once, a capture at
+	// its duration, packet or byte bound.
+	var ending sync.WaitGroup
 	for _, r := range watches {
-		if r.d != nil {
-			out[r.i].Data = r.d.Stop()
+		ending.Go(func() {
+			data, err := r.end()
+			out[r.i].Data = data
+			if err != nil {
+				out[r.i].Error = err.Error()
+			}
 			out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
-		}
+		})
 	}
-	for _, r := range watches {
-		if r.c == nil {
-			continue
-		}
-		res, err := r.c.Wait()
-		out[r.i].Data = res
-		if err != nil {
-			out[r.i].Error = err.Error()
-		}
-		out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
-	}
+	ending.Wait()
 	return out
 }
 

@@ -25,16 +25,6 @@ type env struct {
 	nodeA              *netns.NS
 }
 
-func openNS(t *testing.T, path string) *netns.NS {
-	t.Helper()
-	n, err := netns.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 func run(t *testing.T, src *netns.NS, scope collectors.Scope, name string, p *collectors.Params) collectors.Evidence {
 	t.Helper()
 	ev := collectors.RunOne(context.Background(), src, scope, name, p)
@@ -75,14 +65,14 @@ func TestCollectorsOnLab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return openNS(t, p.NetnsPath)
+		return labtest.OpenNS(t, p.NetnsPath)
 	}
 	node := func(n string) *netns.NS {
 		nd, err := l.Node(n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return openNS(t, nd.NetnsPath)
+		return labtest.OpenNS(t, nd.NetnsPath)
 	}
 	e := env{l: l, client: pod("default/client"), web: pod("default/web"), nodeA: node("node-a"), nodeB: node("node-b")}
 	nodeA, _ := l.Node("node-a")

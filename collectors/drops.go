@@ -16,8 +16,12 @@ type DropsResult = drops.Result
 const DefaultDropsWatch = 5 * time.Second
 
 func init() {
-	register("drops", "the kernel's reasons for dropping the probes' packets (skb:kfree_skb through eBPF, else tracefs): NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG... with the kernel function, device and namespace",
-		[]Scope{ScopeSource}, false, DefaultDropsWatch+5*time.Second, collectDrops)
+	registerWatch("drops", "the kernel's reasons for dropping the probes' packets (skb:kfree_skb through eBPF, else tracefs): NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG... with the kernel function, device and namespace",
+		[]Scope{ScopeSource}, DefaultDropsWatch+5*time.Second, collectDrops,
+		func(_ context.Context, in Input, t *Target, all []*Params) (func() (*DropsResult, error), error) {
+			tr := startDropsFor(t, in.Params, all...)
+			return func() (*DropsResult, error) { return tr.Stop(), nil }, nil
+		})
 }
 
 // collectDrops watches on its own for the capture duration (or

@@ -98,19 +98,29 @@ func init() {
 		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectLinks)
 }
 
+// linkNames lists a namespace's links and names them by index, for the
+// dumps that refer to devices by index (masters, veth peers, routes).
+func linkNames(h *netlink.Handle) ([]netlink.Link, map[int]string, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, nil, err
+	}
+	names := map[int]string{}
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	return links, names, nil
+}
+
 func collectLinks(ctx context.Context, in Input) (*Links, error) {
 	h, err := in.NS.Handle()
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	links, names, err := linkNames(h)
 	if err != nil {
 		return nil, err
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	out := &Links{}
 	for _, l := range links {

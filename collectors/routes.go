@@ -87,13 +87,9 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
+	_, names, err := linkNames(h)
 	if err != nil {
 		return nil, err
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
 	}
 	rts, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {

@@ -135,10 +135,6 @@ func (f *facts) dropLine(d drops.Drop) Observation {
 			to = fmt.Sprintf("%s from %s:%d", d.Dst, d.Src, d.SPort)
 		}
 	}
-	loc := d.Location
-	if i := strings.IndexByte(loc, '+'); i > 0 {
-		loc = loc[:i]
-	}
 	dev := ""
 	if d.Dev != "" {
 		dev = " on " + d.Dev
@@ -149,7 +145,7 @@ func (f *facts) dropLine(d drops.Drop) Observation {
 	} else {
 		when = "dropped " + when
 	}
-	return obs("drops", "%s to %s %s in %s%s by %s: %s", what, to, when, f.dropPlace(d), dev, loc, d.Reason)
+	return obs("drops", "%s to %s %s in %s%s by %s: %s", what, to, when, f.dropPlace(d), dev, d.Func(), d.Reason)
 }
 
 // sentAt finds in the source's capture when the dropped packet's flow was

@@ -788,7 +788,7 @@ func (f *facts) firewallByKernel(v Verdict, d drops.Drop, fails []Observation) *
 		grep = fmt.Sprintf(" | grep -n -- '--dport %d'", port)
 	}
 	next := []string{
-		fmt.Sprintf("Find the rule in %s: `%siptables-save -c%s` and `%snft list ruleset`; the rule whose counter rises with each attempt is the one (the kernel dropped the packet in %s).", f.dropPlace(d), in, grep, in, strings.SplitN(d.Location, "+", 2)[0]),
+		fmt.Sprintf("Find the rule in %s: `%siptables-save -c%s` and `%snft list ruleset`; the rule whose counter rises with each attempt is the one (the kernel dropped the packet in %s).", f.dropPlace(d), in, grep, in, d.Func()),
 		"If it comes from a NetworkPolicy, `kubectl get networkpolicy -A` and allow this traffic explicitly; if from a host firewall, open it there.",
 	}
 	alts := []Considered{}

@@ -503,25 +503,25 @@ func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
 	}
 	other := []drops.Flow{{Proto: "tcp", Src: netip.MustParseAddr("198.18.255.1"), Dst: netip.MustParseAddr("198.18.255.2"), DPort: 1}}
 	watched := map[uint64]string{bns.Inode(): "node", cns.Inode(): "source"}
+	// A config with flows runs with the program attached, watching them.
 	type config struct {
 		name  string
 		port  uint16
 		flows []drops.Flow
-		load  bool
 	}
 	configs := []config{
-		{"delivered, no program", 9, nil, false},
-		{"delivered, program attached", 9, other, true},
-		{"dropped (no socket), no program", 10, nil, false},
-		{"dropped, program attached (other flows)", 10, other, true},
-		{"dropped, program watching this flow", 10, []drops.Flow{{Proto: "udp", Src: src, Dst: gw, DPort: 10}}, true},
+		{"delivered, no program", 9, nil},
+		{"delivered, program attached", 9, other},
+		{"dropped (no socket), no program", 10, nil},
+		{"dropped, program attached (other flows)", 10, other},
+		{"dropped, program watching this flow", 10, []drops.Flow{{Proto: "udp", Src: src, Dst: gw, DPort: 10}}},
 	}
 	results := make([][]float64, len(configs))
-	var events []int
+	var reported []float64 // drops reported per run while watching the dropped flow
 	for range rounds {
 		for i, cf := range configs {
 			var tr *drops.Tracer
-			if cf.load {
+			if cf.flows != nil {
 				tr = drops.Start(cf.flows, watched, drops.Options{Method: "ebpf"})
 			}
 			r, err := rate(cf.port)
@@ -530,8 +530,8 @@ func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
 				if res.Method != "ebpf" {
 					return fmt.Errorf("the drops program did not load: %s", res.Note)
 				}
-				if cf.port == 10 && len(cf.flows) > 0 && cf.flows[0].DPort == 10 {
-					events = append(events, res.ByReason["NO_SOCKET"])
+				if cf.flows[0].DPort == cf.port {
+					reported = append(reported, float64(res.ByReason["NO_SOCKET"]))
 				}
 			}
 			if err != nil {
@@ -552,15 +552,7 @@ func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
 		m := median(results[i])
 		fmt.Fprintf(w, "  %-42s %10.0f packets/s  ratio %.3f\n", cf.name, m, m/base[cf.port])
 	}
-	if len(events) > 0 {
-		fmt.Fprintf(w, "  (watching the dropped flow, the program reported %d drops per run, median)\n", int(median(func() []float64 {
-			var f []float64
-			for _, e := range events {
-				f = append(f, float64(e))
-			}
-			return f
-		}())))
-	}
+	fmt.Fprintf(w, "  (watching the dropped flow, the program reported %.0f drops per run, median)\n", median(reported))
 
 	// Load and attach: cold in a new process (what one `netdiag diagnose`
 	// pays: the kernel's BTF is parsed first), warm in a running one (the

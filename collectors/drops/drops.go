@@ -97,11 +97,10 @@ type Options struct {
 
 // Tracer is a running drop watch.
 type Tracer struct {
-	res     Result
-	stop    func()
-	done    chan struct{}
-	mu      sync.Mutex
-	started time.Time
+	res  Result
+	stop func()
+	done chan struct{}
+	mu   sync.Mutex
 }
 
 var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp"}
@@ -111,7 +110,7 @@ var protoNums = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
 // never fails: when neither eBPF nor tracefs works, the result says so and
 // the diagnosis goes on.
 func Start(flows []Flow, namespaces map[uint64]string, opts Options) *Tracer {
-	t := &Tracer{done: make(chan struct{}), started: time.Now()}
+	t := &Tracer{done: make(chan struct{})}
 	t.res.ByReason = map[string]int{}
 	t.res.Drops = []Drop{}
 	var ebpfErr error
@@ -306,7 +305,7 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 	go func() {
 		defer close(t.done)
 		defer closeAll()
-		var pending []Drop
+		var pending []unconfirmed
 		defer func() { t.confirm(objs.Conns, pending) }()
 		syms := &kallsyms{}
 		for {
@@ -341,7 +340,15 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 				d.Reason = strconv.Itoa(int(ev.Reason))
 			}
 			if ev.Unconfirmed == 1 {
-				pending = append(pending, d)
+				// A look-alike flood elsewhere must not grow this
+				// without bound.
+				if len(pending) < maxPending {
+					c := bpfConnKey{Saddr: ev.Saddr, Daddr: ev.Daddr, Sport: ev.Sport, Dport: ev.Dport}
+					if d.Answer {
+						c = bpfConnKey{Saddr: ev.Daddr, Daddr: ev.Saddr, Sport: ev.Dport, Dport: ev.Sport}
+					}
+					pending = append(pending, unconfirmed{d, c})
+				}
 				continue
 			}
 			t.add(d)
@@ -350,30 +357,25 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 	return nil
 }
 
+// unconfirmed is a TCP drop outside the given namespaces and the probe
+// connection it would be.
+type unconfirmed struct {
+	d    Drop
+	conn bpfConnKey
+}
+
+// maxPending bounds the TCP drops outside the given namespaces held until
+// the probes' connections are known.
+const maxPending = 4096
+
 // confirm keeps the TCP drops seen outside the given namespaces that belong
 // to one of the probes' own connections (the full 5-tuple, which the kernel
 // learnt when each left SYN_SENT).
-func (t *Tracer) confirm(conns *ebpf.Map, pending []Drop) {
-	if len(pending) == 0 {
-		return
-	}
-	own := map[bpfConnKey]bool{}
-	var k bpfConnKey
-	var v uint8
-	it := conns.Iterate()
-	for it.Next(&k, &v) {
-		own[k] = true
-	}
-
-	for _, d := range pending {
-		src, dst, sport, dport := d.Src, d.Dst, d.SPort, d.DPort
-		if d.Answer {
-			src, dst, sport, dport = dst, src, dport, sport
-		}
-		s, err1 := netip.ParseAddr(src)
-		ds, err2 := netip.ParseAddr(dst)
-		if err1 == nil && err2 == nil && own[bpfConnKey{Saddr: be32(s), Daddr: be32(ds), Sport: sport, Dport: dport}] {
-			t.add(d)
+func (t *Tracer) confirm(conns *ebpf.Map, pending []unconfirmed) {
+	var one uint8
+	for _, u := range pending {
+		if conns.Lookup(u.conn, &one) == nil {
+			t.add(u.d)
 		}
 	}
 }
@@ -454,6 +456,12 @@ func (k *kallsyms) lookup(addr uint64) string {
 		return fmt.Sprintf("0x%x", addr)
 	}
 	return fmt.Sprintf("%s+0x%x", k.names[i], addr-k.addrs[i])
+}
+
+// Func is the kernel function that dropped the packet, without the offset.
+func (d *Drop) Func() string {
+	f, _, _ := strings.Cut(d.Location, "+")
+	return f
 }
 
 // Expected reports a drop that the probes cause on purpose or that is part

@@ -17,16 +17,6 @@ import (
 
 func TestMain(m *testing.M) { labtest.Main(m) }
 
-func open(t *testing.T, path string) *netns.NS {
-	t.Helper()
-	n, err := netns.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 func dial(ns *netns.NS, addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
@@ -44,9 +34,9 @@ func TestDropsOnLab(t *testing.T) {
 	clientPod, _ := l.Pod("default/client")
 	webPod, _ := l.Pod("default/web")
 	nodeA, _ := l.Node("node-a")
-	client := open(t, clientPod.NetnsPath)
-	web := open(t, webPod.NetnsPath)
-	nodeANS := open(t, nodeA.NetnsPath)
+	client := labtest.OpenNS(t, clientPod.NetnsPath)
+	web := labtest.OpenNS(t, webPod.NetnsPath)
+	nodeANS := labtest.OpenNS(t, nodeA.NetnsPath)
 	src, dst := netip.MustParseAddr(clientPod.IP), netip.MustParseAddr(webPod.IP)
 	watched := map[uint64]string{client.Inode(): "source", web.Inode(): "peer", nodeANS.Inode(): "peer-node"}
 	fault := func(t *testing.T, name string) {
@@ -54,6 +44,12 @@ func TestDropsOnLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { lab.Clear(ctx, l.Instance, quiet) })
+	}
+	// probe watches client -> web:port while one connect is tried.
+	probe := func(port uint16, method string) *drops.Result {
+		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: port}}, watched, drops.Options{Method: method})
+		dial(client, netip.AddrPortFrom(dst, port).String())
+		return tr.Stop()
 	}
 	find := func(res *drops.Result, reason, where string) *drops.Drop {
 		for i := range res.Drops {
@@ -66,9 +62,7 @@ func TestDropsOnLab(t *testing.T) {
 
 	t.Run("netfilter-drop", func(t *testing.T) {
 		fault(t, "port-firewall")
-		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, watched, drops.Options{Method: "ebpf"})
-		dial(client, webPod.IP+":8080")
-		res := tr.Stop()
+		res := probe(8080, "ebpf")
 		if res.Method != "ebpf" {
 			t.Fatalf("method %s: %s", res.Method, res.Note)
 		}
@@ -92,7 +86,7 @@ func TestDropsOnLab(t *testing.T) {
 			t.Fatal(err)
 		}
 		twinClientPod, _ := twin.Pod("default/client")
-		twinClient := open(t, twinClientPod.NetnsPath)
+		twinClient := labtest.OpenNS(t, twinClientPod.NetnsPath)
 		only := map[uint64]string{client.Inode(): "source"}
 		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, only, drops.Options{Method: "ebpf", AnyNamespace: true})
 		for range 3 {
@@ -112,9 +106,7 @@ func TestDropsOnLab(t *testing.T) {
 	})
 
 	t.Run("no-socket", func(t *testing.T) {
-		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 9999}}, watched, drops.Options{Method: "ebpf"})
-		dial(client, webPod.IP+":9999")
-		res := tr.Stop()
+		res := probe(9999, "ebpf")
 		if find(res, "NO_SOCKET", "peer") == nil {
 			t.Errorf("no NO_SOCKET in the web pod: %+v", res)
 		}
@@ -122,9 +114,7 @@ func TestDropsOnLab(t *testing.T) {
 
 	t.Run("rp-filter", func(t *testing.T) {
 		fault(t, "rp-filter")
-		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, watched, drops.Options{Method: "ebpf"})
-		dial(client, webPod.IP+":8080")
-		res := tr.Stop()
+		res := probe(8080, "ebpf")
 		if find(res, "IP_RPFILTER", "peer-node") == nil {
 			t.Errorf("no IP_RPFILTER on node-a: %+v", res)
 		}
@@ -168,9 +158,7 @@ func TestDropsOnLab(t *testing.T) {
 
 	t.Run("tracefs-fallback", func(t *testing.T) {
 		fault(t, "port-firewall")
-		tr := drops.Start([]drops.Flow{{Proto: "tcp", Src: src, Dst: dst, DPort: 8080}}, watched, drops.Options{Method: "tracefs"})
-		dial(client, webPod.IP+":8080")
-		res := tr.Stop()
+		res := probe(8080, "tracefs")
 		if res.Method != "tracefs" || !res.Approximate || !strings.Contains(res.Note, "approximate") {
 			t.Fatalf("fallback: %+v", res)
 		}

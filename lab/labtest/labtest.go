@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -90,4 +91,15 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// OpenNS opens a namespace for the test and closes it when the test ends.
+func OpenNS(t testing.TB, path string) *netns.NS {
+	t.Helper()
+	n, err := netns.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
