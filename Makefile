@@ -17,12 +17,14 @@ demo: deps build
 	./$(BIN) demo
 
 # Every test, the root-only lab tests included (they skip without root
-# unless CI is set). Fails if any lab namespace is left behind.
+# unless CI is set), then every fuzz target for a fixed budget (a crash
+# fails). Fails if any lab namespace is left behind.
 # Only namespaces that appear during this run count as left behind: a lab
 # someone is using on the same machine is not the tests' doing.
 test: deps vet
 	@ip netns list 2>/dev/null | awk '/^ndl-/{print $$1}' | sort > .netns-before
 	$(GO) test -count=1 -timeout 15m ./...
+	./scripts/fuzz
 	@ip netns list 2>/dev/null | awk '/^ndl-/{print $$1}' | sort | comm -13 .netns-before - > .netns-left; \
 	rm -f .netns-before; \
 	if [ -s .netns-left ]; then echo "lab namespaces left behind:"; cat .netns-left; rm -f .netns-left; exit 1; fi; \
@@ -43,13 +45,14 @@ lab-down: build
 	./$(BIN) lab down --all
 
 # Speed figures: capture next to tcpdump, path MTU, all collectors, diagnose,
-# the drops program's cost (root).
+# the drops program's cost, the firewall tracer on real-sized rule sets (root).
 bench: deps build
 	./$(BIN) bench capture
 	./$(BIN) bench pmtu
 	./$(BIN) bench collectors
 	./$(BIN) bench diagnose
 	./$(BIN) bench drops
+	./$(BIN) bench tracer
 	./$(BIN) lab bench --instance labbench
 
 clean:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -84,8 +85,13 @@ type CaptureResult struct {
 }
 
 func init() {
-	registerWatch("capture", "packet capture (AF_PACKET ring, tcpdump-syntax filter compiled by libpcap) bounded by time, packets and bytes, written as pcap, with a per-flow summary",
-		[]Scope{ScopeSource, ScopePeer}, DefaultCaptureDuration+5*time.Second, collectCapture,
+	registerWatch(spec{name: "capture", help: "packet capture (AF_PACKET ring, tcpdump-syntax filter compiled by libpcap) bounded by time, packets and bytes, written as pcap, with a per-flow summary",
+		scopes: []Scope{ScopeSource, ScopePeer}, timeout: DefaultCaptureDuration + 5*time.Second, needs: func(p *Params) error {
+			if p.Capture.Duration <= 0 {
+				return fmt.Errorf("--capture DURATION")
+			}
+			return nil
+		}}, collectCapture,
 		func(ctx context.Context, in Input, _ *Target, _ []*Params) (func() (*CaptureResult, error), error) {
 			c, err := startCaptureFor(ctx, in)
 			if err != nil {
@@ -109,6 +115,11 @@ func CheckCapture(ctx context.Context, t *Target, p *Params) error {
 	in := Input{NS: t.Source, Scope: ScopeSource, Params: p}
 	opts := captureOpts(in)
 	o := opts.withDefaults()
+	if o.File != "" {
+		if err := CheckWritable(o.File); err != nil {
+			return err
+		}
+	}
 	h, err := t.Source.Handle()
 	if err != nil {
 		return err
@@ -121,6 +132,33 @@ func CheckCapture(ctx context.Context, t *Target, p *Params) error {
 	return err
 }
 
+// CheckWritable checks, before anything runs, that a file the user asked for
+// can be written: its folder exists and a file can be created in it. A file
+// it had to create to find out is removed again.
+func CheckWritable(path string) error {
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return badInput(fmt.Errorf("cannot write %s: folder %s does not exist", path, dir))
+	}
+	if !st.IsDir() {
+		return badInput(fmt.Errorf("cannot write %s: %s is not a folder", path, dir))
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return badInput(fmt.Errorf("cannot write %s: it is a folder; give a file name, e.g. %s", path, filepath.Join(path, "capture.pcap")))
+	}
+	_, existed := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return badInput(fmt.Errorf("cannot write %s: %w", path, err))
+	}
+	f.Close()
+	if existed != nil {
+		os.Remove(path)
+	}
+	return nil
+}
+
 // captureOpts are the capture options for one namespace: on the source, the
 // interface towards the destination; on the peer, its eth0 and a pcap file
 // of its own.
@@ -129,7 +167,7 @@ func captureOpts(in Input) CaptureOptions {
 	if in.Scope != ScopeSource && opts.File != "" {
 		opts.File = strings.TrimSuffix(opts.File, ".pcap") + "-" + string(in.Scope) + ".pcap"
 	}
-	if opts.Iface == "" && in.Scope == ScopeSource && in.To != nil && in.To.Addr.Is4() {
+	if opts.Iface == "" && in.Scope == ScopeSource && in.To != nil && in.To.Addr.IsValid() {
 		if dev, _, _, err := egressMTU(in); err == nil {
 			opts.Iface = dev
 		}
@@ -374,11 +412,8 @@ func (c *Capture) wait(block int, until time.Time) bool {
 // loop walks the ring's blocks as the kernel hands them over.
 func (c *Capture) loop() {
 	defer close(c.done)
-	deadline := c.start.Add(c.opts.Duration)
-	block := 0
 	summ := newPcapSummarizer()
 	stopWatch := make(chan struct{})
-	defer close(stopWatch)
 	go func() {
 		select {
 		case <-c.ctx.Done():
@@ -386,7 +421,25 @@ func (c *Capture) loop() {
 		case <-stopWatch:
 		}
 	}()
-	stoppedBy := ""
+	stoppedBy := c.read(summ)
+	close(stopWatch)
+	c.res.StoppedBy = stoppedBy
+	c.finish(summ)
+}
+
+// read walks the ring until the capture ends and says why it ended.
+func (c *Capture) read(summ *pcapSummarizer) (stoppedBy string) {
+	// recover() works only in the deferred function itself: Recover is
+	// deferred directly, and the function before it reads what it found.
+	var perr error
+	defer func() {
+		if perr != nil {
+			c.err, stoppedBy = perr, "failed"
+		}
+	}()
+	defer Recover("capture on "+c.opts.Iface, &perr)
+	deadline := c.start.Add(c.opts.Duration)
+	block := 0
 	for stoppedBy == "" {
 		switch {
 		case c.closed.Load():
@@ -410,7 +463,12 @@ func (c *Capture) loop() {
 		}
 		block = (block + 1) % ringBlocks
 	}
-	c.res.StoppedBy = stoppedBy
+	return stoppedBy
+}
+
+// finish closes the socket, the ring and the pcap, whatever stopped the
+// capture (a panic in the reading included).
+func (c *Capture) finish(summ *pcapSummarizer) {
 	if st, err := unix.GetsockoptTpacketStatsV3(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
 		c.res.KernelSeen, c.res.KernelDrops = uint64(st.Packets), uint64(st.Drops)
 	}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -37,6 +38,9 @@ const (
 	ScopePeerNode Scope = "peer-node"
 )
 
+// Scopes are every scope, in the order a packet crosses them.
+var Scopes = []Scope{ScopeSource, ScopeNode, ScopePeerNode, ScopePeer}
+
 // Input is what one collector run gets: the namespace it runs in and the
 // question being asked.
 type Input struct {
@@ -45,13 +49,22 @@ type Input struct {
 	*Params
 }
 
+// spec is what a collector declares about itself when it registers.
+type spec struct {
+	name string
+	help string
+	// scopes are where it makes sense to run; defaults where a plan runs
+	// it unless told otherwise (nil: every scope it makes sense in).
+	scopes, defaults []Scope
+	probe            bool // sends traffic: runs inside the capture window
+	timeout          time.Duration
+	// needs says what the question lacks for it to run, nil when it can.
+	needs func(p *Params) error
+}
+
 // collector is one registered collector.
 type collector struct {
-	name    string
-	help    string
-	scopes  []Scope // where it makes sense to run
-	probe   bool    // sends traffic: runs inside the capture window
-	timeout time.Duration
+	spec
 	run     func(ctx context.Context, in Input) (any, error)
 	newData func() any
 	// watch, for a collector that runs around the probes (a capture, the
@@ -63,12 +76,15 @@ var registry = map[string]*collector{}
 
 // register adds a collector. T is its evidence type, which is also what its
 // JSON decodes back into on the other side of a process boundary.
-func register[T any](name, help string, scopes []Scope, probe bool, timeout time.Duration, fn func(ctx context.Context, in Input) (*T, error)) {
-	if _, dup := registry[name]; dup {
-		panic("collectors: duplicate collector " + name)
+func register[T any](s spec, fn func(ctx context.Context, in Input) (*T, error)) {
+	if _, dup := registry[s.name]; dup {
+		panic("collectors: duplicate collector " + s.name)
 	}
-	registry[name] = &collector{
-		name: name, help: help, scopes: scopes, probe: probe, timeout: timeout,
+	if s.defaults == nil {
+		s.defaults = s.scopes
+	}
+	registry[s.name] = &collector{
+		spec:    s,
 		run:     func(ctx context.Context, in Input) (any, error) { return untyped(fn(ctx, in)) },
 		newData: func() any { return new(T) },
 	}
@@ -77,10 +93,10 @@ func register[T any](name, help string, scopes []Scope, probe bool, timeout time
 // registerWatch adds a collector that, inside Run, is started before the
 // probes and ended after them; run is what it does on its own (RunOne).
 // Its deadline on its own stretches with the capture duration.
-func registerWatch[T any](name, help string, scopes []Scope, timeout time.Duration, run func(ctx context.Context, in Input) (*T, error),
+func registerWatch[T any](s spec, run func(ctx context.Context, in Input) (*T, error),
 	start func(ctx context.Context, in Input, t *Target, all []*Params) (end func() (*T, error), err error)) {
-	register(name, help, scopes, false, timeout, run)
-	registry[name].watch = func(ctx context.Context, in Input, t *Target, all []*Params) (func() (any, error), error) {
+	register(s, run)
+	registry[s.name].watch = func(ctx context.Context, in Input, t *Target, all []*Params) (func() (any, error), error) {
 		end, err := start(ctx, in, t, all)
 		if err != nil {
 			return nil, err
@@ -99,17 +115,18 @@ func untyped[T any](d *T, err error) (any, error) {
 
 // Info describes a collector for --help and listings.
 type Info struct {
-	Name   string  `json:"name"`
-	Help   string  `json:"help"`
-	Scopes []Scope `json:"scopes"`
-	Probe  bool    `json:"probe"`
+	Name     string  `json:"name"`
+	Help     string  `json:"help"`
+	Scopes   []Scope `json:"scopes"`
+	Defaults []Scope `json:"defaults"`
+	Probe    bool    `json:"probe"`
 }
 
 // List returns every collector, by name.
 func List() []Info {
 	var out []Info
 	for _, c := range registry {
-		out = append(out, Info{Name: c.name, Help: c.help, Scopes: c.scopes, Probe: c.probe})
+		out = append(out, Info{Name: c.name, Help: c.help, Scopes: c.scopes, Defaults: c.defaults, Probe: c.probe})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -141,6 +158,54 @@ func IsProbe(name string) bool {
 	return ok && c.probe
 }
 
+// IsWatch reports whether a collector runs around the probes (capture, drops).
+func IsWatch(name string) bool {
+	c, ok := registry[name]
+	return ok && c.watch != nil
+}
+
+// Needs says what the question lacks for the collector to run ("collector
+// tcp needs --to HOST:PORT"), or nil.
+func Needs(name string, p *Params) error {
+	c, ok := registry[name]
+	if !ok {
+		return Lookup(name)
+	}
+	if c.needs == nil {
+		return nil
+	}
+	if err := c.needs(p); err != nil {
+		return fmt.Errorf("collector %s needs %w", name, err)
+	}
+	return nil
+}
+
+// DefaultJobs are the collectors that apply to a question, in every scope
+// present where each runs by default: the dumps always, each probe when the
+// question gives it something to probe, the capture when asked for, and the
+// drops watch around any probe when drops is true. `netdiag collect`
+// without --collector and a diagnosis plan both start from this list.
+func DefaultJobs(present []Scope, p *Params, drops bool) []Job {
+	var jobs []Job
+	probes := false
+	for _, name := range Names() {
+		c := registry[name]
+		if name == "drops" || Needs(name, p) != nil {
+			continue
+		}
+		for _, s := range c.defaults {
+			if slices.Contains(present, s) {
+				jobs = append(jobs, Job{Collector: name, Scope: s})
+				probes = probes || c.probe
+			}
+		}
+	}
+	if drops && probes {
+		jobs = append(jobs, Job{Collector: "drops", Scope: ScopeSource})
+	}
+	return jobs
+}
+
 // Evidence is one collector's result in one namespace.
 type Evidence struct {
 	Collector string `json:"collector"`
@@ -151,8 +216,38 @@ type Evidence struct {
 	Netns      string    `json:"netns"`
 	Started    time.Time `json:"started"`
 	DurationMS float64   `json:"duration_ms"`
-	Error      string    `json:"error,omitempty"`
-	Data       any       `json:"data,omitempty"`
+	// Status says how far the collector got; ErrorKind why it stopped.
+	Status    Status    `json:"status"`
+	ErrorKind ErrorKind `json:"error_kind,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Data      any       `json:"data,omitempty"`
+}
+
+// State is the evidence's status, derived from its data and error when it
+// was built without one.
+func (e *Evidence) State() Status {
+	if e.Status != "" {
+		return e.Status
+	}
+	s, _ := statusOf(e.Data != nil, errorOrNil(e.Error))
+	return s
+}
+
+// Usable reports whether the evidence holds data the rules may read.
+func (e *Evidence) Usable() bool {
+	return e.Data != nil && e.State() != StatusFailed
+}
+
+// setResult records a collector's outcome: its data, and its error turned
+// into a status and an error kind.
+func (e *Evidence) setResult(data any, err error) {
+	if data != nil {
+		e.Data = data
+	}
+	e.Status, e.ErrorKind = statusOf(data != nil, err)
+	if err != nil {
+		e.Error = err.Error()
+	}
 }
 
 // UnmarshalJSON decodes Data into the collector's own evidence type, so that
@@ -168,8 +263,10 @@ func (e *Evidence) UnmarshalJSON(b []byte) error {
 	}
 	*e = Evidence(raw.plain)
 	if len(raw.Data) == 0 || string(raw.Data) == "null" {
+		e.Status = e.State()
 		return nil
 	}
+	defer func() { e.Status = e.State() }()
 	c, ok := registry[e.Collector]
 	if !ok {
 		var v any
@@ -219,6 +316,17 @@ func (t *Target) ns(s Scope) *netns.NS {
 	return nil
 }
 
+// Present lists the scopes the target has a namespace for.
+func (t *Target) Present() []Scope {
+	var out []Scope
+	for _, s := range Scopes {
+		if t.ns(s) != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Jobs expands collector names to every scope of the target where each makes
 // sense. Probes run only from the source.
 func (t *Target) Jobs(names ...string) []Job {
@@ -239,7 +347,7 @@ func (t *Target) Jobs(names ...string) []Job {
 
 // RunOne runs one collector in one namespace, bounded by the collector's own
 // deadline (or the context's, if sooner). Failures are evidence too: they are
-// recorded in Error, never lost.
+// recorded in Status, ErrorKind and Error, never lost.
 func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Params) Evidence {
 	ev := Evidence{Collector: name, Scope: scope, Started: time.Now().UTC()}
 	if ns != nil {
@@ -247,15 +355,23 @@ func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Para
 	}
 	c, ok := registry[name]
 	if !ok {
-		ev.Error = fmt.Sprintf("unknown collector %q", name)
+		ev.setResult(nil, badInput(fmt.Errorf("unknown collector %q", name)))
 		return ev
 	}
 	if ns == nil {
-		ev.Error = fmt.Sprintf("no %s namespace given", scope)
+		ev.setResult(nil, noNamespace(scope))
 		return ev
 	}
 	if p == nil {
 		p = &Params{}
+	}
+	if !p.Prepared && scope == ScopeSource {
+		// A collector run on its own still traces the flows it is asked
+		// about from the namespace's own addresses.
+		q := *p
+		if err := Prepare(&Target{Source: ns}, &q, nil); err == nil {
+			p = &q
+		}
 	}
 	timeout := c.timeout
 	if c.watch != nil && p.Capture.Duration > 0 {
@@ -266,23 +382,14 @@ func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Para
 	start := time.Now()
 	data, err := safeRun(cctx, c, Input{NS: ns, Scope: scope, Params: p})
 	ev.DurationMS = float64(time.Since(start).Microseconds()) / 1000
-	if data != nil {
-		ev.Data = data
-	}
-	if err != nil {
-		ev.Error = err.Error()
-	}
+	ev.setResult(data, err)
 	return ev
 }
 
 // safeRun turns a collector's panic into an error: one broken parser must not
 // take down the agent or lose the other collectors' evidence.
 func safeRun(ctx context.Context, c *collector, in Input) (data any, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("collector %s panicked: %v", c.name, r)
-		}
-	}()
+	defer Recover("collector "+c.name, &err)
 	return c.run(ctx, in)
 }
 
@@ -294,6 +401,11 @@ func safeRun(ctx context.Context, c *collector, in Input) (data any, err error) 
 func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	if p == nil {
 		p = &Params{}
+	}
+	if !p.Prepared {
+		if err := Prepare(t, p, jobs); err != nil {
+			slog.Warn("collectors: could not prepare the run; firewall traces may lack source addresses", "err", err)
+		}
 	}
 	out := make([]Evidence, len(jobs))
 	type running struct {
@@ -310,23 +422,27 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	for _, j := range jobs {
 		all = append(all, j.Params)
 	}
-	isWatch := func(j Job) bool { c := registry[j.Collector]; return c != nil && c.watch != nil }
 	for i, j := range jobs {
-		if !isWatch(j) {
+		if !IsWatch(j.Collector) {
 			continue
 		}
 		ns := t.ns(j.Scope)
 		out[i] = Evidence{Collector: j.Collector, Scope: j.Scope, Label: j.Label, Started: time.Now().UTC()}
 		if ns == nil {
-			out[i].Error = fmt.Sprintf("no %s namespace given", j.Scope)
+			out[i].setResult(nil, noNamespace(j.Scope))
 			continue
 		}
 		out[i].Netns = ns.Path()
 		setup.Go(func() {
 			start := time.Now()
-			end, err := registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t, all)
+			var end func() (any, error)
+			err := func() (err error) {
+				defer Recover("watch "+j.Collector, &err)
+				end, err = registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t, all)
+				return err
+			}()
 			if err != nil {
-				out[i].Error = err.Error()
+				out[i].setResult(nil, err)
 				return
 			}
 			mu.Lock()
@@ -338,7 +454,7 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	go func() { setup.Wait(); close(ready) }()
 	var work sync.WaitGroup
 	for i, j := range jobs {
-		if isWatch(j) {
+		if IsWatch(j.Collector) {
 			continue
 		}
 		work.Go(func() {
@@ -356,11 +472,11 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 	var ending sync.WaitGroup
 	for _, r := range watches {
 		ending.Go(func() {
-			data, err := r.end()
-			out[r.i].Data = data
-			if err != nil {
-				out[r.i].Error = err.Error()
-			}
+			data, err := func() (data any, err error) {
+				defer Recover("watch "+out[r.i].Collector, &err)
+				return r.end()
+			}()
+			out[r.i].setResult(data, err)
 			out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
 		})
 	}
@@ -377,12 +493,7 @@ func (j Job) params(shared *Params) *Params {
 
 // Find returns the first evidence of a collector in a scope, typed.
 func Find[T any](evs []Evidence, name string, scope Scope) (*T, *Evidence) {
-	i := slices.IndexFunc(evs, func(e Evidence) bool { return e.Collector == name && e.Scope == scope && e.Label == "" })
-	if i < 0 {
-		return nil, nil
-	}
-	d, _ := evs[i].Data.(*T)
-	return d, &evs[i]
+	return FindLabel[T](evs, name, scope, "")
 }
 
 // FindLabel returns the evidence of a labelled run, typed.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,12 +29,21 @@ type DNS struct {
 	Lookups     []DNSLookup `json:"lookups"`
 }
 
+// Roles of the servers a lookup asks.
+const (
+	// RoleResolvConf: a nameserver of the pod's resolv.conf.
+	RoleResolvConf = "resolv.conf"
+	// RoleEndpoint: a DNS server asked directly, bypassing the Service.
+	RoleEndpoint = "endpoint"
+	// RoleFallback: the server glibc asks when resolv.conf names none.
+	RoleFallback = "glibc-fallback"
+)
+
 // DNSLookup is one name asked of one server.
 type DNSLookup struct {
 	Name   string `json:"name"`
 	Server string `json:"server"`
-	// Role is "resolv.conf" for the pod's nameservers, "endpoint" for a DNS
-	// server asked directly (bypassing the Service).
+	// Role is RoleResolvConf, RoleEndpoint or RoleFallback.
 	Role     string     `json:"role"`
 	Resolved bool       `json:"resolved"`
 	FQDN     string     `json:"fqdn,omitempty"` // the candidate that answered
@@ -43,15 +53,32 @@ type DNSLookup struct {
 
 // DNSQuery is one question on the wire.
 type DNSQuery struct {
-	FQDN      string   `json:"fqdn"`
+	FQDN string `json:"fqdn"`
+	// Type is "A" or "AAAA": like getaddrinfo, the probe asks both.
+	Type      string   `json:"type"`
 	Proto     string   `json:"proto"`
 	Rcode     string   `json:"rcode,omitempty"` // NOERROR, NXDOMAIN, SERVFAIL, REFUSED...
 	Answers   []string `json:"answers,omitempty"`
 	Truncated bool     `json:"truncated,omitempty"`
 	MS        float64  `json:"ms"`
-	// Error is "timeout", "refused" (ICMP port unreachable) or another
-	// failure; empty when a reply came.
+	// Error is "timeout", "refused" (ICMP port unreachable),
+	// "unreachable" or another failure; empty when a reply came.
 	Error string `json:"error,omitempty"`
+}
+
+// TimedOut reports a query that got no answer in time.
+func (q DNSQuery) TimedOut() bool { return q.Error == "timeout" }
+
+// Refused reports a query the server's host refused (nothing on port 53)
+// or the server answered REFUSED.
+func (q DNSQuery) Refused() bool { return q.Error == "refused" || q.Rcode == "REFUSED" }
+
+// Last is the lookup's last query, which ended it.
+func (l DNSLookup) Last() (DNSQuery, bool) {
+	if len(l.Queries) == 0 {
+		return DNSQuery{}, false
+	}
+	return l.Queries[len(l.Queries)-1], true
 }
 
 // Failed reports lookups that did not resolve.
@@ -66,8 +93,13 @@ func (d *DNS) Failed() []DNSLookup {
 }
 
 func init() {
-	register("dns", "resolve --dns names with the pod's resolv.conf: every nameserver, every search candidate, rcode, answers, latency",
-		[]Scope{ScopeSource}, true, 15*time.Second, collectDNS)
+	register(spec{name: "dns", help: "resolve --dns names (A and AAAA) with the pod's resolv.conf: every nameserver, every search candidate, rcode, answers, latency",
+		scopes: []Scope{ScopeSource}, probe: true, timeout: 15 * time.Second, needs: func(p *Params) error {
+			if len(p.DNS) == 0 {
+				return fmt.Errorf("--dns NAME")
+			}
+			return nil
+		}}, collectDNS)
 }
 
 func collectDNS(ctx context.Context, in Input) (*DNS, error) {
@@ -87,17 +119,21 @@ func collectDNS(ctx context.Context, in Input) (*DNS, error) {
 	if err != nil {
 		return nil, err
 	}
-	servers := rc.Nameservers
+	servers, role := rc.Nameservers, RoleResolvConf
 	if len(in.Nameservers) > 0 {
 		servers = in.Nameservers
+	}
+	if len(servers) == 0 {
+		// As glibc does; the finding says the file names none.
+		servers, role = rc.Servers(), RoleFallback
 	}
 	type srv struct{ addr, role string }
 	var all []srv
 	for _, s := range servers {
-		all = append(all, srv{s, "resolv.conf"})
+		all = append(all, srv{s, role})
 	}
 	for _, s := range in.DNSEndpoints {
-		all = append(all, srv{s, "endpoint"})
+		all = append(all, srv{s, RoleEndpoint})
 	}
 	for _, s := range all {
 		if _, err := netip.ParseAddr(s.addr); err != nil {
@@ -107,22 +143,32 @@ func collectDNS(ctx context.Context, in Input) (*DNS, error) {
 	out := &DNS{ResolvConf: path, Nameservers: servers, Search: rc.Search, Ndots: rc.Ndots}
 	out.Lookups = make([]DNSLookup, len(in.DNS)*len(all))
 	var wg sync.WaitGroup
+	var perr error
+	var mu sync.Mutex
 	for i, name := range in.DNS {
 		for j, s := range all {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
+				var err error
+				defer func() {
+					if err != nil {
+						mu.Lock()
+						perr = errors.Join(perr, err)
+						mu.Unlock()
+					}
+				}()
+				defer Recover("DNS lookup", &err)
 				out.Lookups[i*len(all)+j] = lookup(ctx, in.NS, rc, name, s.addr, s.role, in.probeTimeout())
-			}()
+			})
 		}
 	}
 	wg.Wait()
-	return out, nil
+	return out, perr
 }
 
-// lookup walks the search candidates as glibc does: NXDOMAIN or an empty
-// answer moves to the next candidate; an answer ends it. A server that does
-// not answer twice in a row is given up on, as a resolver would.
+// lookup walks the search candidates as glibc does, asking A and AAAA of
+// each as getaddrinfo does: an answer to either ends it; NXDOMAIN or an
+// empty answer moves to the next candidate. A server that does not answer
+// twice in a row is given up on, as a resolver would.
 func lookup(ctx context.Context, ns *netns.NS, rc *ResolvConf, name, server, role string, timeout time.Duration) DNSLookup {
 	l := DNSLookup{Name: name, Server: server, Role: role}
 	silent := 0
@@ -130,35 +176,57 @@ func lookup(ctx context.Context, ns *netns.NS, rc *ResolvConf, name, server, rol
 		if ctx.Err() != nil {
 			break
 		}
-		q := Query(ctx, ns, server, fqdn, "udp", timeout)
-		if q.Truncated {
-			l.Queries = append(l.Queries, q)
-			q = Query(ctx, ns, server, fqdn, "tcp", timeout)
+		var qs [2]DNSQuery
+		var wg sync.WaitGroup
+		for i, typ := range []dnsmessage.Type{dnsmessage.TypeA, dnsmessage.TypeAAAA} {
+			wg.Go(func() { qs[i] = askOver(ctx, ns, server, fqdn, typ, timeout) })
 		}
-		l.Queries = append(l.Queries, q)
-		if q.Error != "" {
+		wg.Wait()
+		// The A query drives the walk; AAAA only adds answers (a name may
+		// have only AAAA records).
+		a, aaaa := qs[0], qs[1]
+		l.Queries = append(l.Queries, aaaa, a)
+		answers := append(append([]string{}, a.Answers...), aaaa.Answers...)
+		if len(answers) > 0 && (a.Rcode == "NOERROR" || aaaa.Rcode == "NOERROR") {
+			l.Resolved, l.FQDN, l.Answers = true, fqdn, answers
+			break
+		}
+		if a.Error != "" {
 			silent++
-			if silent == 2 || q.Error != "timeout" {
+			if silent == 2 || !a.TimedOut() {
 				break
 			}
 			continue
 		}
 		silent = 0
-		if q.Rcode == "NOERROR" && len(q.Answers) > 0 {
-			l.Resolved, l.FQDN, l.Answers = true, fqdn, q.Answers
-			break
-		}
-		if q.Rcode != "NXDOMAIN" && q.Rcode != "NOERROR" {
+		if a.Rcode != "NXDOMAIN" && a.Rcode != "NOERROR" {
 			break // SERVFAIL, REFUSED: the search stops, as in glibc
 		}
 	}
 	return l
 }
 
+// askOver asks over UDP, and again over TCP when the answer is truncated
+// (Truncated stays set on the TCP query: the UDP answer did not fit).
+func askOver(ctx context.Context, ns *netns.NS, server, fqdn string, typ dnsmessage.Type, timeout time.Duration) DNSQuery {
+	q := QueryType(ctx, ns, server, fqdn, typ, "udp", timeout)
+	if q.Truncated {
+		tq := QueryType(ctx, ns, server, fqdn, typ, "tcp", timeout)
+		tq.Truncated = true // remembered: the UDP answer did not fit
+		return tq
+	}
+	return q
+}
+
 // Query asks one DNS server for the A records of fqdn from inside the
 // namespace, over "udp" or "tcp".
-func Query(ctx context.Context, ns *netns.NS, server, fqdn, proto string, timeout time.Duration) (q DNSQuery) {
-	q = DNSQuery{FQDN: fqdn, Proto: proto}
+func Query(ctx context.Context, ns *netns.NS, server, fqdn, proto string, timeout time.Duration) DNSQuery {
+	return QueryType(ctx, ns, server, fqdn, dnsmessage.TypeA, proto, timeout)
+}
+
+// QueryType asks one DNS server for records of a type (A or AAAA).
+func QueryType(ctx context.Context, ns *netns.NS, server, fqdn string, typ dnsmessage.Type, proto string, timeout time.Duration) (q DNSQuery) {
+	q = DNSQuery{FQDN: fqdn, Type: strings.TrimPrefix(typ.String(), "Type"), Proto: proto}
 	start := time.Now()
 	defer func() { q.MS = round3(float64(time.Since(start).Microseconds()) / 1000) }()
 	qctx, cancel := context.WithTimeout(ctx, timeout)
@@ -170,7 +238,7 @@ func Query(ctx context.Context, ns *netns.NS, server, fqdn, proto string, timeou
 	}
 	id := uint16(rand.Uint32())
 	msg := dnsmessage.Message{Header: dnsmessage.Header{ID: id, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+		Questions: []dnsmessage.Question{{Name: name, Type: typ, Class: dnsmessage.ClassINET}}}
 	wire, err := msg.Pack()
 	if err != nil {
 		q.Error = err.Error()
@@ -227,8 +295,11 @@ func Query(ctx context.Context, ns *netns.NS, server, fqdn, proto string, timeou
 	q.Rcode = rcodeName(m.Header.RCode)
 	q.Truncated = m.Header.Truncated
 	for _, a := range m.Answers {
-		if r, ok := a.Body.(*dnsmessage.AResource); ok {
+		switch r := a.Body.(type) {
+		case *dnsmessage.AResource:
 			q.Answers = append(q.Answers, netip.AddrFrom4(r.A).String())
+		case *dnsmessage.AAAAResource:
+			q.Answers = append(q.Answers, netip.AddrFrom16(r.AAAA).String())
 		}
 	}
 	return q
@@ -264,32 +335,51 @@ func dnsErr(err error) string {
 	return err.Error()
 }
 
-// ResolveDest resolves a destination given by name the way the pod would:
-// its resolv.conf, its nameservers, from inside its namespace.
-func ResolveDest(ctx context.Context, ns *netns.NS, resolvConf string, d *Dest, timeout time.Duration) error {
-	if d.Addr.IsValid() || d.Name == "" {
-		return nil
-	}
+// ResolveName resolves a name the way the pod would (its resolv.conf, its
+// nameservers, from inside its namespace) and returns its addresses: the
+// IPv4 ones first, then the IPv6 ones.
+func ResolveName(ctx context.Context, ns *netns.NS, resolvConf, name string, timeout time.Duration) ([]netip.Addr, error) {
 	rc, err := ReadResolvConf(resolvConf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var tried []string
-	for _, server := range rc.Nameservers {
-		l := lookup(ctx, ns, rc, d.Name, server, "resolv.conf", timeout)
+	for _, server := range rc.Servers() {
+		l := lookup(ctx, ns, rc, name, server, RoleResolvConf, timeout)
 		if l.Resolved {
-			a, err := netip.ParseAddr(l.Answers[0])
-			if err == nil {
-				d.Addr = a
-				return nil
+			var v4, v6 []netip.Addr
+			for _, s := range l.Answers {
+				if a, err := netip.ParseAddr(s); err == nil {
+					if a.Is4() {
+						v4 = append(v4, a)
+					} else {
+						v6 = append(v6, a)
+					}
+				}
+			}
+			if len(v4)+len(v6) > 0 {
+				return append(v4, v6...), nil
 			}
 		}
 		last := "no answer"
-		if n := len(l.Queries); n > 0 {
-			q := l.Queries[n-1]
+		if q, ok := l.Last(); ok {
 			last = q.Rcode + q.Error
 		}
 		tried = append(tried, server+": "+last)
 	}
-	return fmt.Errorf("cannot resolve %q from the pod (%v); give an IP with --to, and --dns %s to diagnose DNS", d.Name, tried, d.Name)
+	return nil, fmt.Errorf("cannot resolve %q from the pod (%v); give an IP with --to, and --dns %s to diagnose DNS", name, tried, name)
+}
+
+// ResolveDest resolves a destination given by name to its first address
+// (IPv4 if it has one).
+func ResolveDest(ctx context.Context, ns *netns.NS, resolvConf string, d *Dest, timeout time.Duration) error {
+	if d.Addr.IsValid() || d.Name == "" {
+		return nil
+	}
+	addrs, err := ResolveName(ctx, ns, resolvConf, d.Name, timeout)
+	if err != nil {
+		return err
+	}
+	d.Addr = addrs[0]
+	return nil
 }

@@ -16,10 +16,10 @@ type DropsResult = drops.Result
 const DefaultDropsWatch = 5 * time.Second
 
 func init() {
-	registerWatch("drops", "the kernel's reasons for dropping the probes' packets (skb:kfree_skb through eBPF, else tracefs): NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG... with the kernel function, device and namespace",
-		[]Scope{ScopeSource}, DefaultDropsWatch+5*time.Second, collectDrops,
-		func(_ context.Context, in Input, t *Target, all []*Params) (func() (*DropsResult, error), error) {
-			tr := startDropsFor(t, in.Params, all...)
+	registerWatch(spec{name: "drops", help: "the kernel's reasons for dropping the probes' packets (skb:kfree_skb through eBPF, else tracefs): NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG... with the kernel function, device and namespace",
+		scopes: []Scope{ScopeSource}, timeout: DefaultDropsWatch + 5*time.Second}, collectDrops,
+		func(_ context.Context, in Input, t *Target, _ []*Params) (func() (*DropsResult, error), error) {
+			tr := startDropsFor(t, in.Params)
 			return func() (*DropsResult, error) { return tr.Stop(), nil }, nil
 		})
 }
@@ -27,7 +27,7 @@ func init() {
 // collectDrops watches on its own for the capture duration (or
 // DefaultDropsWatch); inside Run it wraps the probes instead.
 func collectDrops(ctx context.Context, in Input) (*DropsResult, error) {
-	tr := startDropsFor(&Target{Source: in.NS}, in.Params, in.Params)
+	tr := startDropsFor(&Target{Source: in.NS}, in.Params)
 	d := in.Capture.Duration
 	if d <= 0 {
 		d = DefaultDropsWatch
@@ -40,9 +40,9 @@ func collectDrops(ctx context.Context, in Input) (*DropsResult, error) {
 }
 
 // startDropsFor watches the target's namespaces for drops of every flow the
-// runs' parameters will probe (a job with its own parameters, such as a
-// probe straight to a Service's backend, adds its flows).
-func startDropsFor(t *Target, shared *Params, all ...*Params) *drops.Tracer {
+// run will probe (Prepare gathered them from every job, a probe straight to
+// a Service's backend included).
+func startDropsFor(t *Target, p *Params) *drops.Tracer {
 	names := map[uint64]string{}
 	for _, s := range []Scope{ScopePeerNode, ScopePeer, ScopeNode, ScopeSource} {
 		if n := t.ns(s); n != nil {
@@ -51,23 +51,14 @@ func startDropsFor(t *Target, shared *Params, all ...*Params) *drops.Tracer {
 	}
 	seen := map[drops.Flow]bool{}
 	var flows []drops.Flow
-	for _, p := range all {
-		if p == nil {
-			continue
-		}
-		src := p.Src
-		if !src.IsValid() {
-			src = shared.Src
-		}
-		for _, f := range p.flows(src, "") {
-			df := drops.Flow{Proto: f.Proto, Src: f.Src, Dst: f.Dst, DPort: f.DPort}
-			if !seen[df] {
-				seen[df] = true
-				flows = append(flows, df)
-			}
+	for _, f := range p.Flows {
+		df := drops.Flow{Proto: f.Proto, Src: f.Src, Dst: f.Dst, DPort: f.DPort}
+		if f.Src.IsValid() && f.Dst.IsValid() && !seen[df] {
+			seen[df] = true
+			flows = append(flows, df)
 		}
 	}
 	// Without the destination's namespace its drops, which tell the causes
 	// apart, are found by the flows alone in every namespace of the node.
-	return drops.Start(flows, names, drops.Options{Method: shared.DropsMethod, AnyNamespace: t.Peer == nil})
+	return drops.Start(flows, names, drops.Options{Method: p.DropsMethod, AnyNamespace: t.Peer == nil})
 }

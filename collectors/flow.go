@@ -31,30 +31,42 @@ func (f Flow) String() string {
 	return fmt.Sprintf("%s %s -> %s:%d", f.Proto, f.Src, f.Dst, f.DPort)
 }
 
-// flows are the probes' flows for the question asked, as a namespace of the
-// given scope sees them: the destination (TCP to its port, and ICMP), DNS to
-// each nameserver, and the extra flows meant for that scope (all of them
-// for the empty scope).
-func (p *Params) flows(src netip.Addr, scope Scope) []Flow {
+// probeFlows are the flows the parameters' probes send: the destination (TCP
+// to its port, and ICMP), DNS to each nameserver and DNS endpoint, and the
+// extra flows. Sources are left for Prepare to fill.
+func (p *Params) probeFlows() []Flow {
 	var out []Flow
 	if p.To != nil && p.To.Addr.IsValid() {
 		if p.To.Port != 0 {
-			out = append(out, Flow{Proto: "tcp", Src: src, Dst: p.To.Addr, DPort: p.To.Port})
+			out = append(out, Flow{Proto: "tcp", Dst: p.To.Addr, DPort: p.To.Port})
 		}
-		out = append(out, Flow{Proto: "icmp", Src: src, Dst: p.To.Addr})
+		out = append(out, Flow{Proto: icmpProto(p.To.Addr), Dst: p.To.Addr})
 	}
-	seen := map[string]bool{}
 	for _, ns := range append(append([]string{}, p.DNSServers...), p.DNSEndpoints...) {
-		if a, err := netip.ParseAddr(ns); err == nil && !seen[ns] {
-			seen[ns] = true
-			out = append(out, Flow{Proto: "udp", Src: src, Dst: a, DPort: 53})
+		if a, err := netip.ParseAddr(ns); err == nil {
+			out = append(out, Flow{Proto: "udp", Dst: a.Unmap(), DPort: 53})
 		}
 	}
-	for _, f := range p.ExtraFlows {
-		if f.Scope == "" || scope == "" || f.Scope == scope {
-			if !f.Dst.IsValid() {
-				f.Dst = src
-			}
+	return append(out, p.ExtraFlows...)
+}
+
+// icmpProto names ICMP of an address's family: "icmp" or "icmp6".
+func icmpProto(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		return "icmp6"
+	}
+	return "icmp"
+}
+
+// IsICMP reports whether a flow is ICMP of either family.
+func (f Flow) IsICMP() bool { return f.Proto == "icmp" || f.Proto == "icmp6" }
+
+// flowsIn are the run's flows as a namespace of the given scope sees them:
+// every flow, less the extra flows meant for another scope.
+func (in Input) flowsIn() []Flow {
+	var out []Flow
+	for _, f := range in.Flows {
+		if f.Scope == "" || f.Scope == in.Scope {
 			out = append(out, f)
 		}
 	}

@@ -33,15 +33,15 @@ type Hop struct {
 }
 
 func init() {
-	register("hops", "mtr-style hops to --to: per TTL who answered, loss, avg/best/worst/stddev",
-		[]Scope{ScopeSource}, true, 15*time.Second, collectHops)
+	register(spec{name: "hops", help: "mtr-style hops to --to: per TTL (hop limit) who answered, loss, avg/best/worst/stddev",
+		scopes: []Scope{ScopeSource}, probe: true, timeout: 15 * time.Second, needs: needDest}, collectHops)
 }
 
 func collectHops(ctx context.Context, in Input) (*Hops, error) {
-	if in.To == nil || !in.To.Addr.Is4() {
-		return nil, errNoDest
+	if err := needDest(in.Params); err != nil {
+		return nil, NotApplicable("no destination: give %v", err)
 	}
-	p, err := newICMPProber(in.NS, false)
+	p, err := newICMPProber(in.NS, in.To.Addr, false)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,9 @@ func collectHops(ctx context.Context, in Input) (*Hops, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				a, err := p.probe(ctx, in.To.Addr, 64, ttl, timeout)
+				var err error
+				defer Recover("hop probe", &err)
+				a, err := p.probe(ctx, in.To.Addr, ipHeaderLen(p.v6)+44, ttl, timeout)
 				mu.Lock()
 				defer mu.Unlock()
 				h := &acc[ttl]

@@ -48,8 +48,8 @@ func (v *IPVS) Find(proto, addr string) *IPVSService {
 }
 
 func init() {
-	register("ipvs", "ipvsadm -Ln: IPVS virtual servers and their real servers (kube-proxy IPVS mode)",
-		[]Scope{ScopeNode}, false, 3*time.Second, collectIPVS)
+	register(spec{name: "ipvs", help: "ipvsadm -Ln: IPVS virtual servers and their real servers (kube-proxy IPVS mode)",
+		scopes: []Scope{ScopeNode}, timeout: 3 * time.Second}, collectIPVS)
 }
 
 func collectIPVS(ctx context.Context, in Input) (*IPVS, error) {
@@ -60,7 +60,8 @@ func collectIPVS(ctx context.Context, in Input) (*IPVS, error) {
 	text, err := in.NS.Output(ctx, bin, "-Ln")
 	if err != nil {
 		if strings.Contains(err.Error(), "Protocol not available") {
-			return &IPVS{Note: "IPVS is not available in this kernel (no ip_vs module): kube-proxy here runs in iptables or nftables mode"}, nil
+			note := "IPVS is not available in this kernel (no ip_vs module): kube-proxy here runs in iptables or nftables mode"
+			return &IPVS{Note: note}, NotApplicable("%s", note)
 		}
 		return nil, err
 	}

@@ -94,8 +94,8 @@ func (l *Links) ByIndex(idx int) *Link {
 }
 
 func init() {
-	register("links", "interfaces: type, state, carrier, MTU, master, veth peer, addresses, VXLAN/IP-in-IP settings, counters, root qdisc",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectLinks)
+	register(spec{name: "links", help: "interfaces: type, state, carrier, MTU, master, veth peer, addresses, VXLAN/IP-in-IP settings, counters, root qdisc",
+		scopes: Scopes, timeout: 2 * time.Second}, collectLinks)
 }
 
 // linkNames lists a namespace's links and names them by index, for the

@@ -15,7 +15,7 @@ type Neighbours struct {
 	FDB        []FDBEntry  `json:"fdb"`
 }
 
-// Neighbour is an ARP entry.
+// Neighbour is an ARP or IPv6 neighbour (NDP) entry.
 type Neighbour struct {
 	IP    string `json:"ip"`
 	MAC   string `json:"mac,omitempty"`
@@ -32,8 +32,8 @@ type FDBEntry struct {
 }
 
 func init() {
-	register("neighbours", "ARP/neighbour table and bridge/VXLAN forwarding entries (FDB)",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectNeighbours)
+	register(spec{name: "neighbours", help: "ARP and IPv6 neighbour tables and bridge/VXLAN forwarding entries (FDB)",
+		scopes: Scopes, defaults: []Scope{ScopeSource, ScopeNode, ScopePeerNode}, timeout: 2 * time.Second}, collectNeighbours)
 }
 
 var neighStates = []struct {
@@ -71,9 +71,13 @@ func collectNeighbours(ctx context.Context, in Input) (*Neighbours, error) {
 	out := &Neighbours{}
 	for _, l := range links {
 		a := l.Attrs()
-		ns, err := h.NeighList(a.Index, netlink.FAMILY_V4)
-		if err != nil {
-			return out, err
+		var ns []netlink.Neigh
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			got, err := h.NeighList(a.Index, fam)
+			if err != nil {
+				return out, err
+			}
+			ns = append(ns, got...)
 		}
 		for _, n := range ns {
 			nb := Neighbour{IP: n.IP.String(), Dev: a.Name, State: neighState(n.State)}

@@ -2,13 +2,15 @@ package collectors
 
 import (
 	"fmt"
-
-	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/vishvananda/netlink"
 )
 
 // Params is the question the collectors answer: where to probe, which names
@@ -27,14 +29,18 @@ type Params struct {
 	// a broken path, not a broken DNS.
 	DNSEndpoints []string `json:"dns_endpoints,omitempty"`
 
-	// Src is the source pod's address, filled by Prepare; the firewall
-	// collectors trace the probes' flows from it.
-	Src netip.Addr `json:"src,omitzero"`
 	// ExtraFlows are further flows for the firewall collectors to trace
-	// (e.g. the overlay's UDP between two nodes).
+	// (e.g. the overlay's UDP between two nodes). A flow without a source
+	// is from the source namespace; one without a destination is to it.
 	ExtraFlows []Flow `json:"extra_flows,omitempty"`
-	// dnsServers are the nameservers the DNS probe will ask (Prepare).
+	// DNSServers are the nameservers the DNS probe will ask (Prepare).
 	DNSServers []string `json:"dns_servers,omitempty"`
+	// Flows are every flow the run's probes send, with the source address
+	// the kernel picks for each (Prepare); the firewall collectors trace
+	// them and the drops watch watches them.
+	Flows []Flow `json:"flows,omitempty"`
+	// Prepared is set once Prepare has filled the fields above.
+	Prepared bool `json:"prepared,omitempty"`
 
 	// PingGateway pings the default gateway when there is no destination.
 	PingGateway bool `json:"ping_gateway,omitempty"`
@@ -85,6 +91,21 @@ func orInt(v, def int) int {
 		return v
 	}
 	return def
+}
+
+// needDest and needPort say what a probe lacks: a destination, a port.
+func needDest(p *Params) error {
+	if p.To == nil || !p.To.Addr.IsValid() {
+		return fmt.Errorf("--to IP or HOST:PORT")
+	}
+	return nil
+}
+
+func needPort(p *Params) error {
+	if p.To == nil || !p.To.Addr.IsValid() || p.To.Port == 0 {
+		return fmt.Errorf("--to HOST:PORT with a port")
+	}
+	return nil
 }
 
 // Dest is a probe destination: an IP and, for TCP, a port.
@@ -164,48 +185,117 @@ func ValidateName(s string) error {
 	return nil
 }
 
-// Prepare fills what the collectors derive from the source namespace: the
-// resolv.conf path, the nameservers the DNS probe will ask, and the source
-// address of the probes (the one the kernel picks towards the destination,
-// else the first global address).
-func (p *Params) Prepare(t *Target) error {
+// Prepare fills what the collectors derive from the source namespace before
+// a run, for the shared parameters and every job's own: the resolv.conf path,
+// the nameservers the DNS probe will ask, and the flows of every probe of the
+// run with the source address the kernel picks towards each destination.
+func Prepare(t *Target, shared *Params, jobs []Job) error {
 	if t.Source == nil {
-		return fmt.Errorf("no source namespace")
+		return badInput(fmt.Errorf("no source namespace"))
 	}
-	if p.ResolvConf == "" {
-		p.ResolvConf = DefaultResolvConf(t.Source.Path())
+	all := []*Params{shared}
+	for _, j := range jobs {
+		if j.Params != nil && j.Params != shared {
+			all = append(all, j.Params)
+		}
 	}
-	if len(p.DNS) > 0 || len(p.DNSServers) == 0 {
-		p.DNSServers = p.Nameservers
+	for _, p := range all {
+		if p.ResolvConf == "" {
+			p.ResolvConf = shared.ResolvConf
+		}
+		if p.ResolvConf == "" {
+			p.ResolvConf = DefaultResolvConf(t.Source.Path())
+		}
 		if len(p.DNSServers) == 0 {
+			p.DNSServers = p.Nameservers
+		}
+		if len(p.DNSServers) == 0 && len(p.DNS) > 0 {
 			if rc, err := ReadResolvConf(p.ResolvConf); err == nil {
-				p.DNSServers = rc.Nameservers
+				p.DNSServers = rc.Servers()
 			}
 		}
 	}
-	if p.Src.IsValid() {
-		return nil
-	}
-	h, err := t.Source.Handle()
+	src, err := newSourcer(t.Source)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	if p.To != nil && p.To.Addr.Is4() {
-		if rts, err := h.RouteGet(net.IP(p.To.Addr.AsSlice())); err == nil && len(rts) > 0 && rts[0].Src != nil {
-			p.Src, _ = netip.AddrFromSlice(rts[0].Src.To4())
-			return nil
-		}
+	defer src.close()
+	var flows []Flow
+	for _, p := range all {
+		flows = append(flows, p.probeFlows()...)
 	}
-	addrs, err := h.AddrList(nil, unix.AF_INET)
-	if err != nil {
-		return err
-	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !ip.IsLoopback() {
-			p.Src = ip
-			return nil
-		}
+	flows = src.resolve(flows)
+	for _, p := range all {
+		p.Flows, p.Prepared = flows, true
 	}
 	return nil
+}
+
+// sourcer finds the address a namespace sends from towards a destination,
+// as `ip route get` says, else its first global address of that family.
+type sourcer struct {
+	h     *netlink.Handle
+	cache map[netip.Addr]netip.Addr
+	addrs []netip.Addr
+}
+
+func newSourcer(ns *netns.NS) (*sourcer, error) {
+	h, err := ns.Handle()
+	if err != nil {
+		return nil, err
+	}
+	s := &sourcer{h: h, cache: map[netip.Addr]netip.Addr{}}
+	if as, err := h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+				s.addrs = append(s.addrs, ip.Unmap())
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *sourcer) close() { s.h.Close() }
+
+func (s *sourcer) from(dst netip.Addr) netip.Addr {
+	if !dst.IsValid() {
+		return netip.Addr{}
+	}
+	if a, ok := s.cache[dst]; ok {
+		return a
+	}
+	var a netip.Addr
+	if rts, err := s.h.RouteGet(addrOf(dst)); err == nil && len(rts) > 0 && rts[0].Src != nil {
+		a, _ = netip.AddrFromSlice(rts[0].Src)
+		a = a.Unmap()
+	}
+	if !a.IsValid() || a.Is4() != dst.Is4() {
+		a = netip.Addr{}
+		for _, x := range s.addrs {
+			if x.Is4() == dst.Is4() {
+				a = x
+				break
+			}
+		}
+	}
+	s.cache[dst] = a
+	return a
+}
+
+// resolve fills the flows' missing ends with the namespace's own address and
+// drops duplicates.
+func (s *sourcer) resolve(flows []Flow) []Flow {
+	var out []Flow
+	for _, f := range flows {
+		switch {
+		case !f.Src.IsValid():
+			f.Src = s.from(f.Dst)
+		case !f.Dst.IsValid():
+			f.Dst = s.from(f.Src)
+		}
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -124,24 +124,24 @@ func TestIptablesTrace(t *testing.T) {
 			Flow{Proto: "tcp", Src: netip.MustParseAddr("10.244.2.5"), Dst: netip.MustParseAddr("10.244.1.10"), DPort: 9090},
 			"ACCEPT", "", false, ""},
 	} {
-		tr := ipt.Trace(tc.flow, "forward")
+		tr := ipt.Trace(tc.flow, "forward", nil)
 		if tr.Verdict != tc.verdict || (tc.by != "" && !strings.Contains(tr.VerdictBy, tc.by)) {
 			t.Errorf("%s: verdict %s by %q; want %s by %q\nsteps %+v", tc.name, tr.Verdict, tr.VerdictBy, tc.verdict, tc.by, tr.Steps)
 		}
 	}
 	// Locally generated towards the ClusterIP: the DNAT is reported, and
 	// the statistic match is named as uncertain.
-	tr := ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("10.244.2.5"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward")
+	tr := ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("10.244.2.5"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward", nil)
 	if len(tr.Uncertain) == 0 || !strings.Contains(strings.Join(tr.Uncertain, " "), "statistic") {
 		t.Errorf("uncertain: %v", tr.Uncertain)
 	}
 	ipt.Tables["filter"].Chains["FORWARD"].Rules = nil
 	ipt.Tables["filter"].Chains["FORWARD"].Policy = "ACCEPT"
-	tr = ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("192.0.2.7"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward")
+	tr = ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("192.0.2.7"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward", nil)
 	if tr.NATTo != "10.244.1.10:8080" || !tr.Masquerade {
 		t.Errorf("outside client: nat %q masquerade %v (steps %+v)", tr.NATTo, tr.Masquerade, tr.Steps)
 	}
-	tr = ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("10.244.2.5"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward")
+	tr = ipt.Trace(Flow{Proto: "tcp", Src: netip.MustParseAddr("10.244.2.5"), Dst: netip.MustParseAddr("10.96.0.20"), DPort: 80}, "forward", nil)
 	if tr.Masquerade {
 		t.Error("pod inside the cluster CIDR must not be masqueraded")
 	}
@@ -189,14 +189,14 @@ func TestNftTrace(t *testing.T) {
 	}
 	web := netip.MustParseAddr("198.19.1.10")
 	src := netip.MustParseAddr("198.19.2.10")
-	tr := n.Trace(Flow{Proto: "tcp", Src: src, Dst: web, DPort: 8080}, "forward")
+	tr := n.Trace(Flow{Proto: "tcp", Src: src, Dst: web, DPort: 8080}, "forward", nil)
 	if tr.Verdict != "REJECT" || tr.RejectWith != "tcp reset" || !strings.Contains(tr.VerdictBy, "deny web") {
 		t.Errorf("trace: %+v", tr)
 	}
-	if tr := n.Trace(Flow{Proto: "tcp", Src: src, Dst: web, DPort: 9090}, "forward"); tr.Verdict != "ACCEPT" {
+	if tr := n.Trace(Flow{Proto: "tcp", Src: src, Dst: web, DPort: 9090}, "forward", nil); tr.Verdict != "ACCEPT" {
 		t.Errorf("other port: %+v", tr)
 	}
-	if tr := n.Trace(Flow{Proto: "udp", Src: src, Dst: web, DPort: 8080}, "forward"); tr.Verdict != "ACCEPT" {
+	if tr := n.Trace(Flow{Proto: "udp", Src: src, Dst: web, DPort: 8080}, "forward", nil); tr.Verdict != "ACCEPT" {
 		t.Errorf("udp: %+v", tr)
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"net/netip"
 	"sort"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Ping is `ping -c N` (and the summary line mtr prints) from the namespace.
@@ -34,11 +37,14 @@ type ProbeError struct {
 }
 
 func init() {
-	register("ping", "ICMP echo from the namespace to --to: loss, min/avg/max/stddev, ICMP errors and who sent them",
-		[]Scope{ScopeSource}, true, 10*time.Second, collectPing)
+	register(spec{name: "ping", help: "ICMP or ICMPv6 echo from the namespace to --to: loss, min/avg/max/stddev, ICMP errors and who sent them",
+		scopes: []Scope{ScopeSource}, probe: true, timeout: 10 * time.Second, needs: func(p *Params) error {
+			if p.PingGateway {
+				return nil
+			}
+			return needDest(p)
+		}}, collectPing)
 }
-
-var errNoDest = errors.New("no destination: give --to IP or IP:PORT")
 
 func collectPing(ctx context.Context, in Input) (*Ping, error) {
 	if (in.To == nil || !in.To.Addr.IsValid()) && in.PingGateway {
@@ -50,10 +56,10 @@ func collectPing(ctx context.Context, in Input) (*Ping, error) {
 		p.To = &Dest{Addr: gw}
 		in.Params = &p
 	}
-	if in.To == nil || !in.To.Addr.IsValid() {
-		return nil, errNoDest
+	if err := needDest(in.Params); err != nil {
+		return nil, NotApplicable("no destination: give %v", err)
 	}
-	p, err := newICMPProber(in.NS, false)
+	p, err := newICMPProber(in.NS, in.To.Addr, false)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +89,11 @@ func collectPing(ctx context.Context, in Input) (*Ping, error) {
 		}
 		out.Sent++
 		go func() {
-			a, err := p.probe(ctx, in.To.Addr, 84, 0, timeout)
-			results <- res{a, err}
+			var r res
+			defer func() { results <- r }()
+			defer Recover("ping probe", &r.err)
+			// 56 bytes of data, as ping sends by default.
+			r.a, r.err = p.probe(ctx, in.To.Addr, ipHeaderLen(p.v6)+8+56, 0, timeout)
 		}()
 	}
 	for i := 0; i < out.Sent; i++ {
@@ -153,20 +162,48 @@ func stats(v []float64) (mn, avg, mx, sd float64) {
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
-// defaultGateway is the namespace's default gateway (the pod's cni0 address).
+// defaultGateway is the namespace's default gateway (a pod's cni0 address):
+// the IPv4 one, else the IPv6 one.
 func defaultGateway(in Input) (netip.Addr, error) {
 	h, err := in.NS.Handle()
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	defer h.Close()
-	rts, err := h.RouteGet(net.IPv4(8, 8, 8, 8))
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("no default route: %w", err)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rts, err := h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return netip.Addr{}, fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range rts {
+			if !isDefault(r.Dst) {
+				continue
+			}
+			gw := r.Gw
+			if gw == nil && len(r.MultiPath) > 0 {
+				gw = r.MultiPath[0].Gw
+			}
+			if gw == nil {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(gw)
+			a = a.Unmap()
+			if a.IsLinkLocalUnicast() {
+				if l, err := h.LinkByIndex(r.LinkIndex); err == nil {
+					a = a.WithZone(l.Attrs().Name)
+				}
+			}
+			return a, nil
+		}
 	}
-	if len(rts) == 0 || rts[0].Gw == nil {
-		return netip.Addr{}, errors.New("no default gateway")
+	return netip.Addr{}, errors.New("no default gateway")
+}
+
+// isDefault reports a default route's destination (nil, 0.0.0.0/0 or ::/0).
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
 	}
-	a, _ := netip.AddrFromSlice(rts[0].Gw.To4())
-	return a, nil
+	ones, _ := dst.Mask.Size()
+	return ones == 0 && dst.IP.IsUnspecified()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,7 +15,10 @@ import (
 // fragmentation-needed or silently dropped the larger ones (a PMTU black
 // hole).
 type PathMTU struct {
-	Dst      string `json:"dst"`
+	Dst string `json:"dst"`
+	// Family is "ipv4" or "ipv6": ICMP fragmentation-needed or ICMPv6
+	// packet-too-big is what the path answers with.
+	Family   string `json:"family"`
 	Dev      string `json:"dev"`
 	IfaceMTU int    `json:"iface_mtu"`
 	// CachedPMTU is the path MTU the kernel has already learned for the
@@ -31,7 +35,16 @@ type PathMTU struct {
 	Probes    []MTUProbe `json:"probes"`
 }
 
-// FragNeeded is an ICMP fragmentation-needed and who sent it.
+// family names an address's family as the evidence does.
+func family(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// FragNeeded is an ICMP fragmentation-needed (IPv6: packet-too-big) and who
+// sent it.
 type FragNeeded struct {
 	From string `json:"from"`
 	MTU  int    `json:"mtu"`
@@ -46,21 +59,21 @@ type MTUProbe struct {
 }
 
 func init() {
-	register("pmtu", "path MTU to --to with DF-set probes: binary search up to the interface MTU, fragmentation-needed and who sent it, black holes",
-		[]Scope{ScopeSource}, true, 15*time.Second, collectPMTU)
+	register(spec{name: "pmtu", help: "path MTU to --to with DF-set probes (IPv4 and IPv6): binary search up to the interface MTU, fragmentation-needed / packet-too-big and who sent it, black holes",
+		scopes: []Scope{ScopeSource}, probe: true, timeout: 15 * time.Second, needs: needDest}, collectPMTU)
 }
 
 func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
-	if in.To == nil || !in.To.Addr.Is4() {
-		return nil, errNoDest
+	if err := needDest(in.Params); err != nil {
+		return nil, NotApplicable("no destination: give %v", err)
 	}
-	out := &PathMTU{Dst: in.To.Addr.String()}
+	out := &PathMTU{Dst: in.To.Addr.String(), Family: family(in.To.Addr)}
 	dev, mtu, cached, err := egressMTU(in)
 	if err != nil {
 		return nil, err
 	}
 	out.Dev, out.IfaceMTU, out.CachedPMTU = dev, mtu, cached
-	p, err := newICMPProber(in.NS, true)
+	p, err := newICMPProber(in.NS, in.To.Addr, true)
 	if err != nil {
 		return nil, err
 	}
@@ -81,8 +94,11 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 			}
 		default:
 			pr.Result, pr.From = a.Kind, a.From.String()
-			if a.Kind == "frag-needed" {
+			if a.tooBig() {
 				out.FragNeeded = append(out.FragNeeded, FragNeeded{From: a.From.String(), MTU: a.MTU})
+				// One word for both families, so the search below reads
+				// the same for IPv4 and IPv6.
+				pr.Result = "frag-needed"
 			}
 		}
 		out.Probes = append(out.Probes, pr)
@@ -95,11 +111,15 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 		return out, nil
 	}
 	// A small probe tells "too big" from "unreachable at any size", and its
-	// RTT bounds how long the larger ones are worth waiting for.
-	lo := 576
+	// RTT bounds how long the larger ones are worth waiting for. Every IPv6
+	// link carries 1280 bytes; IPv4 promises 576.
+	lo, least := 576, 68
+	if p.v6 {
+		lo, least = 1280, 48
+	}
 	small := send(lo)
 	if small.Result != "echo-reply" {
-		lo = 68
+		lo = least
 		if send(lo).Result != "echo-reply" {
 			return out, ctx.Err()
 		}
@@ -136,6 +156,14 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 		}
 	}
 	out.PathMTU = lo
+	if len(out.FragNeeded) == 0 && lo < mtu && ctx.Err() == nil {
+		// A black hole is steady; a lost first probe is not (it may have
+		// waited on neighbour resolution while other probes started).
+		// Before saying "black hole", ask the full size once more.
+		if send(mtu).Result == "echo-reply" {
+			out.PathMTU = mtu
+		}
+	}
 	out.Blackhole = len(out.FragNeeded) == 0 && out.PathMTU < mtu
 	return out, ctx.Err()
 }

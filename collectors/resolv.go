@@ -26,8 +26,8 @@ type ResolvConf struct {
 }
 
 func init() {
-	register("resolv", "the pod's resolv.conf: nameservers, search domains, ndots, timeout, attempts",
-		[]Scope{ScopeSource}, false, time.Second, collectResolv)
+	register(spec{name: "resolv", help: "the pod's resolv.conf: nameservers, search domains, ndots, timeout, attempts",
+		scopes: []Scope{ScopeSource}, timeout: time.Second}, collectResolv)
 }
 
 // DefaultResolvConf is the resolv.conf a process in the namespace sees when
@@ -55,15 +55,35 @@ func collectResolv(ctx context.Context, in Input) (*ResolvConf, error) {
 	return rc, ctx.Err()
 }
 
-// ReadResolvConf reads and parses a resolv.conf.
+// MaxResolvConf bounds a resolv.conf: glibc reads at most three nameservers
+// and six search domains, so anything near this size is not one.
+const MaxResolvConf = 256 << 10
+
+// ReadResolvConf reads and parses a resolv.conf: a regular file of at most
+// MaxResolvConf bytes, read within a second.
 func ReadResolvConf(path string) (*ResolvConf, error) {
-	b, err := os.ReadFile(path)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	b, err := ReadFileLimit(ctx, path, MaxResolvConf)
 	if err != nil {
 		return nil, fmt.Errorf("read resolv.conf: %w", err)
 	}
 	rc := ParseResolvConf(string(b))
 	rc.Path = path
 	return rc, nil
+}
+
+// GlibcFallbackNameserver is whom glibc asks when resolv.conf names no
+// nameserver.
+const GlibcFallbackNameserver = "127.0.0.1"
+
+// Servers are the nameservers a resolver using this file asks: its own, or
+// glibc's fallback when it names none.
+func (rc *ResolvConf) Servers() []string {
+	if len(rc.Nameservers) == 0 {
+		return []string{GlibcFallbackNameserver}
+	}
+	return rc.Nameservers
 }
 
 // ParseResolvConf parses resolv.conf text with glibc's defaults and limits
@@ -104,10 +124,14 @@ func ParseResolvConf(text string) *ResolvConf {
 			for _, o := range f[1:] {
 				rc.Options = append(rc.Options, o)
 				k, v, _ := strings.Cut(o, ":")
-				n, _ := strconv.Atoi(v)
+				n, err := strconv.Atoi(v)
+				if err != nil && (k == "ndots" || k == "timeout" || k == "attempts") {
+					rc.Problems = append(rc.Problems, fmt.Sprintf("option %q has no number: glibc ignores it", o))
+					continue
+				}
 				switch k {
 				case "ndots":
-					rc.Ndots = min(n, 15)
+					rc.Ndots = max(0, min(n, 15))
 				case "timeout":
 					rc.TimeoutSec = max(1, min(n, 30))
 				case "attempts":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -16,11 +17,30 @@ type Routes struct {
 	Rules  []Rule  `json:"rules"`
 	// Chosen is the route the kernel picks for the probe destination.
 	Chosen *ChosenRoute `json:"chosen,omitempty"`
+	// Lookups are the routes the kernel picks for every destination the
+	// run's probes go to (both families of a dual-stack question, DNS
+	// servers, a Service's backend).
+	Lookups []ChosenRoute `json:"lookups,omitempty"`
+}
+
+// To returns the route the kernel picks for dst, if it was looked up.
+func (r *Routes) To(dst netip.Addr) *ChosenRoute {
+	if r.Chosen != nil && r.Chosen.Dst == dst.String() {
+		return r.Chosen
+	}
+	for i := range r.Lookups {
+		if r.Lookups[i].Dst == dst.String() {
+			return &r.Lookups[i]
+		}
+	}
+	return nil
 }
 
 // Route is one route.
 type Route struct {
-	Table    int       `json:"table"`
+	Table int `json:"table"`
+	// Family is "ipv4" or "ipv6".
+	Family   string    `json:"family"`
 	Dst      string    `json:"dst"` // CIDR or "default"
 	Type     string    `json:"type"`
 	Gateway  string    `json:"gateway,omitempty"`
@@ -44,6 +64,7 @@ type Nexthop struct {
 // Rule is a policy routing rule.
 type Rule struct {
 	Priority int    `json:"priority"`
+	Family   string `json:"family"`
 	Table    int    `json:"table"`
 	Src      string `json:"src,omitempty"`
 	Dst      string `json:"dst,omitempty"`
@@ -61,25 +82,34 @@ type ChosenRoute struct {
 	Error   string `json:"error,omitempty"` // e.g. "network is unreachable"
 }
 
-// Defaults returns the default routes of the main table, multipath ones
-// counted per path: two means two ways out, the seed's 50 % loss.
-func (r *Routes) Defaults() []Route {
+// Defaults returns the default routes of the main table of a family
+// ("ipv4", "ipv6"), multipath ones counted per path: two means two ways out,
+// the seed's 50 % loss.
+func (r *Routes) Defaults(family string) []Route {
 	var out []Route
 	for _, rt := range r.Routes {
-		if rt.Dst == "default" && rt.Table == unix.RT_TABLE_MAIN && rt.Type == "unicast" {
+		if rt.Dst == "default" && rt.Table == unix.RT_TABLE_MAIN && rt.Type == "unicast" && rt.Family == family {
 			out = append(out, rt)
 		}
 	}
 	return out
 }
 
+func familyOf(f int) string {
+	if f == netlink.FAMILY_V6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
 func init() {
-	register("routes", "routes of every table (multipath included), policy rules, and the route chosen for the destination",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectRoutes)
+	register(spec{name: "routes", help: "IPv4 and IPv6 routes of every table (multipath included), policy rules, and the route chosen for the destination",
+		scopes: Scopes, timeout: 2 * time.Second}, collectRoutes)
 }
 
 var routeTypes = map[int]string{unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",
-	unix.RTN_BLACKHOLE: "blackhole", unix.RTN_UNREACHABLE: "unreachable", unix.RTN_PROHIBIT: "prohibit", unix.RTN_MULTICAST: "multicast"}
+	unix.RTN_BLACKHOLE: "blackhole", unix.RTN_UNREACHABLE: "unreachable", unix.RTN_PROHIBIT: "prohibit", unix.RTN_MULTICAST: "multicast",
+	unix.RTN_ANYCAST: "anycast", unix.RTN_THROW: "throw", unix.RTN_NAT: "nat"}
 
 func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 	h, err := in.NS.Handle()
@@ -91,13 +121,17 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 	if err != nil {
 		return nil, err
 	}
-	rts, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+	var rts []netlink.Route
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		got, err := h.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return nil, fmt.Errorf("list routes: %w", err)
+		}
+		rts = append(rts, got...)
 	}
 	out := &Routes{}
 	for _, r := range rts {
-		rt := Route{Table: r.Table, Dst: "default", Type: routeTypes[r.Type], Dev: names[r.LinkIndex],
+		rt := Route{Table: r.Table, Family: familyOf(r.Family), Dst: "default", Type: routeTypes[r.Type], Dev: names[r.LinkIndex],
 			Protocol: r.Protocol.String(), Scope: r.Scope.String(), Metric: r.Priority, MTU: r.MTU,
 			Onlink: r.Flags&unix.RTNH_F_ONLINK != 0}
 		if rt.Type == "" {
@@ -123,12 +157,12 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 		}
 		out.Routes = append(out.Routes, rt)
 	}
-	rules, err := h.RuleList(netlink.FAMILY_V4)
+	rules, err := h.RuleList(netlink.FAMILY_ALL)
 	if err != nil {
 		return out, fmt.Errorf("list rules: %w", err)
 	}
 	for _, r := range rules {
-		ru := Rule{Priority: r.Priority, Table: r.Table, Mark: r.Mark, IifName: r.IifName, OifName: r.OifName}
+		ru := Rule{Priority: r.Priority, Family: familyOf(r.Family), Table: r.Table, Mark: r.Mark, IifName: r.IifName, OifName: r.OifName}
 		if r.Src != nil {
 			ru.Src = r.Src.String()
 		}
@@ -137,10 +171,9 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 		}
 		out.Rules = append(out.Rules, ru)
 	}
-	if in.To != nil && in.To.Addr.Is4() {
-		dst := net.IP(in.To.Addr.AsSlice())
-		c := &ChosenRoute{Dst: in.To.Addr.String()}
-		got, err := h.RouteGet(dst)
+	get := func(dst netip.Addr) ChosenRoute {
+		c := ChosenRoute{Dst: dst.String()}
+		got, err := h.RouteGet(net.IP(dst.AsSlice()))
 		switch {
 		case err != nil:
 			c.Error = err.Error()
@@ -153,7 +186,18 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 				c.Src = got[0].Src.String()
 			}
 		}
-		out.Chosen = c
+		return c
+	}
+	if in.To != nil && in.To.Addr.IsValid() {
+		c := get(in.To.Addr)
+		out.Chosen = &c
+	}
+	seen := map[netip.Addr]bool{}
+	for _, f := range in.flowsIn() {
+		if f.Dst.IsValid() && !seen[f.Dst] && (out.Chosen == nil || out.Chosen.Dst != f.Dst.String()) {
+			seen[f.Dst] = true
+			out.Lookups = append(out.Lookups, get(f.Dst))
+		}
 	}
 	return out, ctx.Err()
 }

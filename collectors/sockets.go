@@ -56,8 +56,8 @@ func (s *Sockets) On(proto string, port int) []Listener {
 }
 
 func init() {
-	register("sockets", "listening TCP/UDP sockets with their address and accept queue, TCP sockets by state (sock_diag)",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectSockets)
+	register(spec{name: "sockets", help: "listening TCP/UDP sockets with their address and accept queue, TCP sockets by state (sock_diag)",
+		scopes: Scopes, defaults: []Scope{ScopeSource, ScopePeer, ScopeNode}, timeout: 2 * time.Second}, collectSockets)
 }
 
 var tcpStateNames = map[uint8]string{

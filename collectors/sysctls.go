@@ -38,8 +38,8 @@ func (s *Sysctls) EffectiveRPFilter(dev string) int {
 func (s *Sysctls) PortRange() int { return s.PortRangeHigh - s.PortRangeLow + 1 }
 
 func init() {
-	register("sysctls", "ip_forward, rp_filter per interface, conntrack count/max, ip_local_port_range, listen-queue overflows, retransmissions",
-		[]Scope{ScopeSource, ScopePeer, ScopeNode, ScopePeerNode}, false, 2*time.Second, collectSysctls)
+	register(spec{name: "sysctls", help: "ip_forward, rp_filter per interface, conntrack count/max, ip_local_port_range, listen-queue overflows, retransmissions",
+		scopes: Scopes, timeout: 2 * time.Second}, collectSysctls)
 }
 
 const (

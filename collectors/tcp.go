@@ -35,18 +35,13 @@ type TCPAttempt struct {
 }
 
 func init() {
-	register("tcp", "TCP connects to --to HOST:PORT like paping: connected, refused, timeout, unreachable or no free port, with connect time",
-		[]Scope{ScopeSource}, true, 10*time.Second, collectTCP)
+	register(spec{name: "tcp", help: "TCP connects to --to HOST:PORT like paping: connected, refused, timeout, unreachable or no free port, with connect time",
+		scopes: []Scope{ScopeSource}, probe: true, timeout: 10 * time.Second, needs: needPort}, collectTCP)
 }
 
-var errNoPort = errors.New("no port: give --to IP:PORT")
-
 func collectTCP(ctx context.Context, in Input) (*TCP, error) {
-	if in.To == nil || !in.To.Addr.IsValid() {
-		return nil, errNoDest
-	}
-	if in.To.Port == 0 {
-		return nil, errNoPort
+	if err := needPort(in.Params); err != nil {
+		return nil, NotApplicable("no port: give %v", err)
 	}
 	out := &TCP{Dst: in.To.String()}
 	var total float64

@@ -190,3 +190,24 @@ func TestDropsUnavailable(t *testing.T) {
 		t.Errorf("%s: %+v", f.Verdict(), f.Evidence)
 	}
 }
+
+// TestClassifyNeverPanics: a rule that panics is skipped and named; a
+// failure outside the rules
+// gives an inconclusive finding that says why, with the raw evidence.
+func TestClassifyNeverPanics(t *testing.T) {
+	saved := rules
+	defer func() { rules = saved }()
+	rules = append([]rule{{NetFirewall, func(f *facts) outcome { var m *match; return concluded(&match{summary: m.summary}) }}}, saved...)
+	req := &Request{Source: "/run/netns/a", Peer: "/run/netns/b", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	f := Classify(req, refused([]collectors.Listener{{Proto: "tcp", Addr: "127.0.0.1", Port: 8080}}))
+	if f.Verdict() != PortLoopback {
+		t.Errorf("with a broken rule: %s, want the next rule's %s", f.Verdict(), PortLoopback)
+	}
+	rules = saved
+	beforeRules = func() { panic("a bug outside the rules") }
+	defer func() { beforeRules = nil }()
+	f = Classify(req, refused(nil))
+	if f.Verdict() != Insufficient || !strings.Contains(f.Summary, "could not classify") || len(f.Raw) == 0 {
+		t.Errorf("a failing classification: %s %q", f.Verdict(), f.Summary)
+	}
+}

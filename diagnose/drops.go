@@ -176,7 +176,7 @@ func (f *facts) dropsNote() []Observation {
 		return []Observation{obs("drops", "the kernel's drop reasons were not available: %s", f.drops.Note)}
 	case f.drops.Approximate:
 		if len(f.drops.ByReason) == 0 {
-			return []Observation{obs("drops", "the kernel dropped no IPv4 packet during the probes (%s)", f.drops.Method)}
+			return []Observation{obs("drops", "the kernel dropped no IPv4 or IPv6 packet during the probes (%s)", f.drops.Method)}
 		}
 		var parts []string
 		for r, n := range f.drops.ByReason {

@@ -18,6 +18,9 @@ type Finding struct {
 	Cause      string  `json:"cause"`
 	Confidence float64 `json:"confidence"`
 	Summary    string  `json:"summary"`
+	// Family is the address family the verdict is about ("ipv4", "ipv6"),
+	// empty when a dual-stack destination fails (or works) both ways.
+	Family string `json:"family,omitempty"`
 	// Question restates what was asked, in the user's words.
 	Question       string        `json:"question"`
 	Evidence       []Observation `json:"evidence"`

@@ -20,17 +20,13 @@ type Plan struct {
 	Params   *collectors.Params `json:"params"`
 }
 
-// Dumps per namespace: what an engineer reads on each side before probing.
-var (
-	sourceDumps   = []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "resolv"}
-	nodeDumps     = []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "ipvs"}
-	peerDumps     = []string{"links", "routes", "sysctls", "sockets", "iptables", "nftables"}
-	peerNodeDumps = []string{"links", "routes", "neighbours", "sysctls", "iptables", "nftables"}
-)
-
-// NewPlan picks the collectors for the question. The probes follow the
-// symptom the question implies: a port means TCP, a destination means ping,
-// path MTU and hops, names mean DNS; no question means the pod checks itself.
+// NewPlan picks the collectors for the question. It starts from the
+// collectors' own defaults (the dumps in every namespace given, each probe
+// when the question gives it something to probe, the capture when asked,
+// the drops watch around the probes), then shapes the probes to the
+// question: a Service's backend for what a ClusterIP cannot answer, the
+// other address family of a dual-stack destination, the pod's self-check
+// when nothing is asked.
 func NewPlan(r *Request) (*Plan, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -38,51 +34,11 @@ func NewPlan(r *Request) (*Plan, error) {
 	p := &Plan{Source: r.Source, Peer: r.Peer, Node: r.Node, PeerNode: r.PeerNode}
 	params := &collectors.Params{To: r.To, DNS: append([]string(nil), r.DNS...), ResolvConf: r.ResolvConf}
 	p.Params = params
-	add := func(scope collectors.Scope, names ...string) {
-		for _, n := range names {
-			p.Jobs = append(p.Jobs, collectors.Job{Collector: n, Scope: scope})
-		}
-	}
-	add(collectors.ScopeSource, sourceDumps...)
-	if r.Node != "" && r.Node != r.Source {
-		add(collectors.ScopeNode, nodeDumps...)
-	}
-	if r.Peer != "" {
-		add(collectors.ScopePeer, peerDumps...)
-	}
-	if r.PeerNode != "" && r.PeerNode != r.Node {
-		add(collectors.ScopePeerNode, peerNodeDumps...)
-	}
 	c := r.Cluster
-	switch {
-	case r.To != nil && c != nil && c.Service != nil:
-		// A ClusterIP answers no ICMP (it exists only as NAT rules), so
-		// ping, path MTU and hops go to a ready backend; TCP goes to the
-		// Service and, to tell the node's rules from the pod, also straight
-		// to that backend.
-		if r.To.Port != 0 {
-			add(collectors.ScopeSource, "tcp")
-		}
-		if eps := c.Service.ReadyEndpoints(); len(eps) > 0 {
-			ep := *params
-			ep.To = &collectors.Dest{Addr: netip.MustParseAddr(eps[0].IP), Port: uint16(c.Service.TargetPort)}
-			for _, n := range []string{"ping", "pmtu", "hops"} {
-				p.Jobs = append(p.Jobs, collectors.Job{Collector: n, Scope: collectors.ScopeSource, Params: &ep})
-			}
-			if c.Service.Protocol != "UDP" {
-				p.Jobs = append(p.Jobs, collectors.Job{Collector: "tcp", Scope: collectors.ScopeSource, Label: "endpoint", Params: &ep})
-			}
-		}
-	case r.To != nil:
-		add(collectors.ScopeSource, "ping", "pmtu", "hops")
-		if r.To.Port != 0 {
-			add(collectors.ScopeSource, "tcp")
-		}
-	case len(r.DNS) == 0:
+	if r.To == nil && len(r.DNS) == 0 {
 		// The pod checks itself: its gateway, and a cluster and an outside
 		// name through its own resolv.conf.
 		params.PingGateway = true
-		add(collectors.ScopeSource, "ping")
 		api := "kubernetes.default.svc.cluster.local"
 		if c != nil && c.APIName != "" {
 			api = c.APIName
@@ -95,18 +51,55 @@ func NewPlan(r *Request) (*Plan, error) {
 		if c != nil && c.APIName != "" && !slices.Contains(params.DNS, c.APIName) {
 			params.DNS = append(params.DNS, c.APIName)
 		}
-		add(collectors.ScopeSource, "dns")
 		if c != nil && c.DNS != nil {
 			for _, e := range c.DNS.ReadyEndpoints() {
 				params.DNSEndpoints = append(params.DNSEndpoints, e.IP)
 			}
 		}
 	}
+	if r.Drops != "off" && r.Drops != "auto" {
+		params.DropsMethod = r.Drops
+	}
+	if r.Capture > 0 {
+		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap, Iface: r.Iface, Payload: r.Payload}
+	}
+	p.Jobs = collectors.DefaultJobs(r.scopes(), params, r.Drops != "off")
+
+	if r.To != nil && c != nil && c.Service != nil {
+		// A ClusterIP answers no ICMP (it exists only as NAT rules), so
+		// ping, path MTU and hops go to a ready backend; TCP goes to the
+		// Service and, to tell the node's rules from the pod, also straight
+		// to that backend.
+		p.Jobs = slices.DeleteFunc(p.Jobs, func(j collectors.Job) bool { return slices.Contains(icmpProbes, j.Collector) })
+		if eps := c.Service.ReadyEndpoints(); len(eps) > 0 {
+			ep := *params
+			ep.To = &collectors.Dest{Addr: netip.MustParseAddr(eps[0].IP), Port: uint16(c.Service.TargetPort)}
+			for _, n := range icmpProbes {
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: n, Scope: collectors.ScopeSource, Params: &ep})
+			}
+			if c.Service.Protocol != "UDP" {
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: "tcp", Scope: collectors.ScopeSource, Label: "endpoint", Params: &ep})
+			}
+		}
+	}
+	if r.AltTo != nil {
+		// The same probes to the other family's address, labelled by it;
+		// the finding compares the two.
+		alt := *params
+		alt.To = r.AltTo
+		for _, j := range slices.Clone(p.Jobs) {
+			if collectors.IsProbe(j.Collector) && j.Collector != "dns" && j.Params == nil && j.Label == "" {
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: j.Collector, Scope: j.Scope, Label: familyOf(r.AltTo.Addr), Params: &alt})
+			}
+		}
+	}
 	// ICMP answers coming back into the source: a host firewall that rejects
 	// ICMP on the way in breaks ping and path-MTU discovery (the seed's
 	// master). Dst left empty is the source's own address.
-	if r.To != nil && r.To.Addr.IsValid() {
-		params.ExtraFlows = append(params.ExtraFlows, collectors.Flow{Proto: "icmp", Src: r.To.Addr, Path: "input", Scope: collectors.ScopeSource})
+	for _, to := range []*collectors.Dest{r.To, r.AltTo} {
+		if to != nil && to.Addr.IsValid() {
+			params.ExtraFlows = append(params.ExtraFlows, collectors.Flow{Proto: icmpProto(to.Addr), Src: to.Addr, Path: "input", Scope: collectors.ScopeSource})
+		}
 	}
 	// The overlay's own traffic between the two nodes, both ways, traced
 	// through both nodes' firewalls where it leaves and where it arrives.
@@ -129,22 +122,34 @@ func NewPlan(r *Request) (*Plan, error) {
 			)
 		}
 	}
-	// The kernel's drop reasons for the probes' packets, watched while the
-	// probes run (the dumps do not send anything).
-	if r.Drops != "off" && slices.ContainsFunc(p.Jobs, func(j collectors.Job) bool { return collectors.IsProbe(j.Collector) }) {
-		if r.Drops != "auto" {
-			params.DropsMethod = r.Drops
-		}
-		add(collectors.ScopeSource, "drops")
-	}
-	if r.Capture > 0 {
-		params.Capture = collectors.CaptureOptions{Duration: r.Capture, Filter: r.Filter, File: r.Pcap, Iface: r.Iface, Payload: r.Payload}
-		add(collectors.ScopeSource, "capture")
-		if r.Peer != "" {
-			add(collectors.ScopePeer, "capture")
-		}
-	}
 	return p, nil
+}
+
+// icmpProbes are the probes that ask an address rather than a port.
+var icmpProbes = []string{"ping", "pmtu", "hops"}
+
+func icmpProto(a netip.Addr) string {
+	if familyOf(a) == "ipv6" {
+		return "icmp6"
+	}
+	return "icmp"
+}
+
+// scopes are the namespaces the request names: the source always, the
+// node when it is another namespace, the peer, the peer's node when it is
+// not the source's.
+func (r *Request) scopes() []collectors.Scope {
+	out := []collectors.Scope{collectors.ScopeSource}
+	if r.Node != "" && r.Node != r.Source {
+		out = append(out, collectors.ScopeNode)
+	}
+	if r.Peer != "" {
+		out = append(out, collectors.ScopePeer)
+	}
+	if r.PeerNode != "" && r.PeerNode != r.Node {
+		out = append(out, collectors.ScopePeerNode)
+	}
+	return out
 }
 
 // String lists the plan's jobs, for logs.

@@ -19,7 +19,11 @@ type Request struct {
 	Node     string `json:"node,omitempty"`
 	PeerNode string `json:"peer_node,omitempty"`
 
-	To         *collectors.Dest `json:"to,omitempty"`
+	To *collectors.Dest `json:"to,omitempty"`
+	// AltTo is the same destination in the other address family (a name
+	// with both A and AAAA records, a dual-stack pod): its probes run too,
+	// and the finding says which family failed.
+	AltTo      *collectors.Dest `json:"also_to,omitempty"`
 	DNS        []string         `json:"dns,omitempty"`
 	ResolvConf string           `json:"resolv_conf,omitempty"`
 
@@ -115,6 +119,14 @@ func (r *Request) Validate() error {
 	for _, n := range r.DNS {
 		if err := collectors.ValidateName(n); err != nil {
 			return err
+		}
+	}
+	if r.AltTo != nil {
+		if r.To == nil || !r.To.Addr.IsValid() || !r.AltTo.Addr.IsValid() {
+			return fmt.Errorf("a second address family needs a destination: --to HOST:PORT")
+		}
+		if r.To.Addr.Is4() == r.AltTo.Addr.Is4() {
+			return fmt.Errorf("the second destination %s must be of the other address family than %s", r.AltTo.Addr, r.To.Addr)
 		}
 	}
 	if r.Cluster != nil && r.Cluster.Service != nil && r.To != nil && r.To.Port == 0 {

@@ -35,18 +35,22 @@ func (LocalRunner) Run(ctx context.Context, p *Plan) ([]collectors.Evidence, err
 		defer n.Close()
 		*x.dst = n
 	}
+	// Copies: preparing fills the parameters in, the plan stays as it was.
 	params := *p.Params
-	if err := params.Prepare(t); err != nil {
-		return nil, err
-	}
 	jobs := make([]collectors.Job, 0, len(p.Jobs))
+	copies := map[*collectors.Params]*collectors.Params{}
 	for _, j := range p.Jobs {
 		if j.Params != nil {
-			jp := *j.Params
-			jp.Src, jp.DNSServers, jp.ResolvConf = params.Src, params.DNSServers, params.ResolvConf
-			j.Params = &jp
+			if copies[j.Params] == nil {
+				jp := *j.Params
+				copies[j.Params] = &jp
+			}
+			j.Params = copies[j.Params]
 		}
 		jobs = append(jobs, j)
+	}
+	if err := collectors.Prepare(t, &params, jobs); err != nil {
+		return nil, err
 	}
 	return collectors.Run(ctx, t, jobs, &params), nil
 }

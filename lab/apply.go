@@ -65,9 +65,14 @@ func apply(ctx context.Context, d *Desired, st *state, log *slog.Logger) error {
 		name string
 		fn   func(*Desired, openSet) error
 	}{
+		// Namespace-wide sysctls come before the links: a new device takes
+		// its IPv6 settings (DAD, router solicitations) from "default" when
+		// it is created, and would otherwise announce itself with the
+		// kernel's defaults.
+		{"namespace sysctls", func(d *Desired, o openSet) error { return applySysctls(d, o, false) }},
 		{"links", ensureLinks},
 		{"link settings", configureLinks},
-		{"sysctls", applySysctls},
+		{"interface sysctls", func(d *Desired, o openSet) error { return applySysctls(d, o, true) }},
 		{"routes", applyRoutes},
 		{"neighbours and FDB", applyNeighbours},
 		{"qdiscs", applyQdiscs},
@@ -228,15 +233,28 @@ func configureLink(h *nsHandles, lc *LinkConfig) error {
 }
 
 func setAddrs(nl *netlink.Handle, link netlink.Link, want []string) error {
-	have, err := nl.AddrList(link, netlink.FAMILY_V4)
+	have, err := nl.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
 		return err
 	}
+	// Compare in the kernel's spelling, so "2001:2:0:101:0::10/64" and
+	// "2001:2:0:101::10/64" are one address.
+	addrs := make([]*netlink.Addr, len(want))
 	wanted := map[string]bool{}
-	for _, w := range want {
-		wanted[w] = true
+	for i, w := range want {
+		addr, err := netlink.ParseAddr(w)
+		if err != nil {
+			return err
+		}
+		addrs[i] = addr
+		wanted[addr.IPNet.String()] = true
 	}
 	for _, a := range have {
+		// IPv6 link-local addresses are the kernel's, made when the link
+		// comes up; neighbour discovery needs them.
+		if a.IP.To4() == nil && a.IP.IsLinkLocalUnicast() {
+			continue
+		}
 		if !wanted[a.IPNet.String()] {
 			if err := nl.AddrDel(link, &a); err != nil {
 				return fmt.Errorf("remove address %s: %w", a.IPNet, err)
@@ -245,22 +263,21 @@ func setAddrs(nl *netlink.Handle, link netlink.Link, want []string) error {
 		delete(wanted, a.IPNet.String())
 	}
 	// Keep the order of want: the first address of a subnet is the primary.
-	for _, w := range want {
-		if !wanted[w] {
+	for _, addr := range addrs {
+		if !wanted[addr.IPNet.String()] {
 			continue
 		}
-		addr, err := netlink.ParseAddr(w)
-		if err != nil {
-			return err
-		}
 		if err := nl.AddrAdd(link, addr); err != nil {
-			return fmt.Errorf("add address %s: %w", w, err)
+			return fmt.Errorf("add address %s: %w", addr.IPNet, err)
 		}
 	}
 	return nil
 }
 
-func applySysctls(d *Desired, o openSet) error {
+// applySysctls writes either the namespace-wide keys (interfaces false) or
+// the keys of one interface (interfaces true), which can only be written once
+// the interface exists.
+func applySysctls(d *Desired, o openSet, interfaces bool) error {
 	for _, name := range d.order() {
 		c := d.NS[name]
 		// "all" and "default" first, so per-interface keys win where set.
@@ -276,12 +293,34 @@ func applySysctls(d *Desired, o openSet) error {
 			return 0
 		})
 		for _, k := range keys {
+			if perInterface := sysctlInterface(k) != ""; perInterface != interfaces {
+				continue
+			}
 			if err := o[name].ns.WriteSysctl(k, c.Sysctls[k]); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// sysctlInterface returns the interface a sysctl key belongs to
+// ("ipv6.conf.eth0.accept_dad" -> "eth0"), or "" for a namespace-wide key,
+// "all" and "default" included. Keys naming an interface with a dot in it
+// (flannel.1) are written with slashes: "ipv4/conf/flannel.1/rp_filter".
+func sysctlInterface(key string) string {
+	sep := "."
+	if strings.Contains(key, "/") {
+		sep = "/"
+	}
+	parts := strings.Split(strings.TrimPrefix(strings.TrimPrefix(key, "net"+sep), "/"), sep)
+	if len(parts) < 4 || (parts[0] != "ipv4" && parts[0] != "ipv6") || (parts[1] != "conf" && parts[1] != "neigh") {
+		return ""
+	}
+	if parts[2] == "all" || parts[2] == "default" {
+		return ""
+	}
+	return parts[2]
 }
 
 func routeDst(r netlink.Route) string {
@@ -297,45 +336,77 @@ func routeDst(r netlink.Route) string {
 func applyRoutes(d *Desired, o openSet) error {
 	for _, name := range d.order() {
 		h, c := o[name], d.NS[name]
-		have, err := h.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return err
-		}
-		want := map[string]bool{}
-		for _, r := range c.Routes {
-			want[r.Dst] = true
-		}
-		for _, r := range have {
-			// Connected routes follow the addresses; everything else in the
-			// main table is the lab's to decide.
-			if r.Protocol == unix.RTPROT_KERNEL || want[routeDst(r)] {
-				continue
-			}
-			if err := h.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("remove route %s in %s: %w", routeDst(r), name, err)
-			}
-		}
-		for _, rc := range c.Routes {
-			r, err := buildRoute(h.nl, rc)
-			if err != nil {
-				return fmt.Errorf("route %s in %s: %w", rc.Dst, name, err)
-			}
-			if err := h.nl.RouteReplace(r); err != nil {
-				return fmt.Errorf("route %s in %s: %w", rc.Dst, name, err)
+		for _, fam := range []struct {
+			family int
+			routes []RouteConfig
+		}{{netlink.FAMILY_V4, c.Routes}, {netlink.FAMILY_V6, c.Routes6}} {
+			if err := applyFamilyRoutes(h.nl, fam.family, fam.routes); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
 	}
 	return nil
 }
 
-func buildRoute(nl *netlink.Handle, rc RouteConfig) (*netlink.Route, error) {
-	r := &netlink.Route{Table: unix.RT_TABLE_MAIN}
+// applyFamilyRoutes makes the main table of one family hold exactly routes,
+// besides the kernel's own.
+func applyFamilyRoutes(nl *netlink.Handle, family int, routes []RouteConfig) error {
+	have, err := nl.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, r := range routes {
+		want[canonicalDst(r.Dst)] = true
+	}
+	for _, r := range have {
+		// Connected routes follow the addresses (for IPv6 also fe80::/64
+		// and the multicast route); everything else in the main table is
+		// the lab's to decide.
+		if r.Protocol == unix.RTPROT_KERNEL || want[routeDst(r)] {
+			continue
+		}
+		if err := nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove route %s: %w", routeDst(r), err)
+		}
+	}
+	for _, rc := range routes {
+		r, err := buildRoute(nl, family, rc)
+		if err != nil {
+			return fmt.Errorf("route %s: %w", rc.Dst, err)
+		}
+		if err := nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s: %w", rc.Dst, err)
+		}
+	}
+	return nil
+}
+
+// canonicalDst spells a route destination as routeDst does for the kernel's.
+func canonicalDst(dst string) string {
+	if _, n, err := net.ParseCIDR(dst); err == nil {
+		return n.String()
+	}
+	return dst
+}
+
+func buildRoute(nl *netlink.Handle, family int, rc RouteConfig) (*netlink.Route, error) {
+	r := &netlink.Route{Table: unix.RT_TABLE_MAIN, Family: family}
 	if rc.Dst == "default" {
-		_, r.Dst, _ = net.ParseCIDR("0.0.0.0/0")
+		all := "0.0.0.0/0"
+		if family == netlink.FAMILY_V6 {
+			all = "::/0"
+		}
+		_, r.Dst, _ = net.ParseCIDR(all)
 	} else {
 		_, dst, err := net.ParseCIDR(rc.Dst)
 		if err != nil {
 			return nil, err
+		}
+		// A route in the wrong list would be refused by the kernel with a
+		// less helpful message.
+		if (dst.IP.To4() == nil) != (family == netlink.FAMILY_V6) {
+			return nil, fmt.Errorf("destination %s is in the other family's route list", rc.Dst)
 		}
 		r.Dst = dst
 	}
@@ -394,7 +465,8 @@ func applyNeighbours(d *Desired, o openSet) error {
 			wantN, wantF := map[string]string{}, map[string]string{}
 			for _, n := range c.Neighs {
 				if n.Dev == dev {
-					wantN[n.IP] = n.MAC
+					// The kernel's spelling, to compare with what it lists.
+					wantN[net.ParseIP(n.IP).String()] = n.MAC
 				}
 			}
 			for _, f := range c.FDB {
@@ -406,7 +478,11 @@ func applyNeighbours(d *Desired, o openSet) error {
 			if err != nil {
 				return err
 			}
-			for _, n := range haveN {
+			haveN6, err := h.nl.NeighList(idx, netlink.FAMILY_V6)
+			if err != nil {
+				return err
+			}
+			for _, n := range append(haveN, haveN6...) {
 				if n.State&netlink.NUD_PERMANENT != 0 && wantN[n.IP.String()] != n.HardwareAddr.String() {
 					if err := h.nl.NeighDel(&n); err != nil {
 						return err
@@ -426,8 +502,13 @@ func applyNeighbours(d *Desired, o openSet) error {
 			}
 			for ip, mac := range wantN {
 				hw, _ := net.ParseMAC(mac)
-				if err := h.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-					IP: net.ParseIP(ip), HardwareAddr: hw}); err != nil {
+				addr := net.ParseIP(ip)
+				family := netlink.FAMILY_V4
+				if addr.To4() == nil {
+					family = netlink.FAMILY_V6
+				}
+				if err := h.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: family, State: netlink.NUD_PERMANENT,
+					IP: addr, HardwareAddr: hw}); err != nil {
 					return fmt.Errorf("neighbour %s on %s: %w", ip, dev, err)
 				}
 			}
@@ -480,10 +561,15 @@ func applyQdiscs(d *Desired, o openSet) error {
 }
 
 // applyNetfilter replaces every namespace's firewall: nft flush ruleset (which
-// also removes iptables-nft tables), then the rendered iptables rules, then the
-// extra nftables ruleset. Namespaces are independent, so they run in parallel.
+// also removes iptables-nft tables of both families), then the rendered
+// iptables and ip6tables rules, then the extra nftables ruleset. Namespaces are
+// independent, so they run in parallel.
 func applyNetfilter(ctx context.Context, d *Desired, o openSet) error {
 	restore, err := tools.Find("iptables-restore")
+	if err != nil {
+		return err
+	}
+	restore6, err := tools.Find("ip6tables-restore")
 	if err != nil {
 		return err
 	}
@@ -502,9 +588,14 @@ func applyNetfilter(ctx context.Context, d *Desired, o openSet) error {
 				errs[i] = err
 				return
 			}
-			hasRules := c.Filter.Node != "" || len(c.Filter.Extra) > 0
-			if hasRules {
+			if c.Filter.Node != "" || len(c.Filter.Extra) > 0 {
 				if _, err := h.ns.Run(ctx, []byte(d.renderIptables(c)), restore, "-w", "5"); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+			if c.Filter.Node != "" || len(c.Filter.Extra6) > 0 {
+				if _, err := h.ns.Run(ctx, []byte(d.renderIp6tables(c)), restore6, "-w", "5"); err != nil {
 					errs[i] = err
 					return
 				}

@@ -26,6 +26,9 @@ type Check struct {
 	Name string
 	From string // "pod NS/NAME" or "node NAME"
 	What string
+	// Family is the address family of the check's packets: "ipv4" or
+	// "ipv6". A DNS lookup of an AAAA record over IPv4 is an "ipv4" check.
+	Family string
 	// Attempts > 1 makes a check able to report partial loss (distinct flows).
 	Attempts int
 	run      func(ctx context.Context, c *checkEnv) error
@@ -34,6 +37,7 @@ type Check struct {
 // CheckResult is the outcome of one check.
 type CheckResult struct {
 	Name   string `json:"name"`
+	Family string `json:"family"` // "ipv4" or "ipv6"
 	Status string `json:"status"` // "pass", "fail" or "partial"
 	Detail string `json:"detail,omitempty"`
 }
@@ -46,9 +50,12 @@ type checkEnv struct {
 
 // Checks returns the lab's checks.
 func Checks() []Check {
-	webIP := "198.19.1.10"
-	clientIP := "198.19.2.10"
-	return []Check{
+	l, _ := New(DefaultInstance) // addresses do not depend on the instance
+	web, client := l.mustPod("default/web"), l.mustPod("default/client")
+	webIP, clientIP := web.IP, client.IP
+	web6, client6 := web.IP6, client.IP6
+	ext, _ := l.Host("ext")
+	v4 := []Check{
 		{Name: ckWebPod, From: "pod default/client", What: "HTTP GET default/web's pod IP across the nodes", Attempts: 1,
 			run: httpGet("http://" + webIP + ":8080/")},
 		{Name: ckWebPing, From: "pod default/client", What: "ping default/web's pod IP", Attempts: 1,
@@ -77,7 +84,37 @@ func Checks() []Check {
 			run: tcpConnect(hostPort(webIP, 8080))},
 		{Name: ckNodeBPingA, From: "node node-b", What: "ping node-a's InternalIP from node-b", Attempts: 1,
 			run: ping(nodeAIP, false)},
+		// The question is about IPv6, the packets are IPv4: the DNS
+		// Service has no IPv6 ClusterIP.
+		{Name: ckDNSAAAA, From: "pod default/client", What: "resolve example.com's AAAA record with the pod's resolv.conf", Attempts: 1,
+			run: digType("AAAA", "example.com", ext.IP6)},
 	}
+	// The IPv6 twins of the paths above that have an IPv6 address at both
+	// ends (no Service has one). The pod MTU must also fit IPv6's 40-byte
+	// header over the same VXLAN.
+	v6 := []Check{
+		{Name: ckWebPod6, From: "pod default/client", What: "HTTP GET default/web's IPv6 pod IP across the nodes", Attempts: 1,
+			run: httpGet("http://" + net.JoinHostPort(web6, "8080") + "/")},
+		{Name: ckWebPing6, From: "pod default/client", What: "ping -6 default/web's IPv6 pod IP", Attempts: 1,
+			run: ping(web6, false)},
+		{Name: ckWebLarge6, From: "pod default/client", What: "ping -6 default/web with DF set at the full size of the pod's MTU", Attempts: 1,
+			run: ping(web6, true)},
+		{Name: ckWebPost6, From: "pod default/client", What: "HTTP POST of 256 KiB to default/web over IPv6", Attempts: 1,
+			run: httpPost("http://"+net.JoinHostPort(web6, "8080")+"/", 256<<10)},
+		{Name: ckClientExt6, From: "pod default/client", What: "HTTP GET the outside host over IPv6 (masqueraded by node-b)", Attempts: 1,
+			run: httpGet("http://" + net.JoinHostPort(ext.IP6, "80") + "/")},
+		{Name: ckWebClient6, From: "pod default/web", What: "ping -6 default/client's IPv6 pod IP", Attempts: 1,
+			run: ping(client6, false)},
+		{Name: ckNodeBWeb6, From: "node node-b", What: "TCP connect from node-b to default/web's IPv6 pod IP, port 8080", Attempts: 1,
+			run: tcpConnect(net.JoinHostPort(web6, "8080"))},
+	}
+	for i := range v4 {
+		v4[i].Family = familyV4
+	}
+	for i := range v6 {
+		v6[i].Family = familyV6
+	}
+	return append(v4, v6...)
 }
 
 // RunChecks runs every check of the lab in parallel.
@@ -110,7 +147,7 @@ func RunChecks(ctx context.Context, l *Lab) ([]CheckResult, error) {
 					firstErr = err.Error()
 				}
 			}
-			r := CheckResult{Name: c.Name}
+			r := CheckResult{Name: c.Name, Family: c.Family}
 			switch {
 			case ok == c.Attempts:
 				r.Status = "pass"
@@ -205,21 +242,27 @@ func httpPost(url string, size int) func(context.Context, *checkEnv) error {
 	}
 }
 
-// ping runs iputils ping inside the namespace. With full it sends one DF
-// packet as large as the source interface's MTU allows.
+// ping runs iputils ping inside the namespace, with -4 or -6 after the
+// address. With full it sends one DF packet as large as the source
+// interface's MTU allows: the MTU less the IP header (20 or 40 bytes) and the
+// ICMP header (8).
 func ping(ip string, full bool) func(context.Context, *checkEnv) error {
 	return func(ctx context.Context, c *checkEnv) error {
 		bin, err := tools.Find("ping")
 		if err != nil {
 			return err
 		}
-		args := []string{"-n", "-c", "1", "-W", "1"}
+		family, headers := "-4", 28
+		if strings.Contains(ip, ":") {
+			family, headers = "-6", 48
+		}
+		args := []string{family, "-n", "-c", "1", "-W", "1"}
 		if full {
 			mtu, err := c.ifaceMTU("eth0")
 			if err != nil {
 				return err
 			}
-			args = append(args, "-M", "do", "-s", strconv.Itoa(mtu-28))
+			args = append(args, "-M", "do", "-s", strconv.Itoa(mtu-headers))
 		}
 		out, err := c.ns.Output(ctx, bin, append(args, ip)...)
 		if err != nil {
@@ -245,6 +288,11 @@ func (c *checkEnv) ifaceMTU(name string) (int, error) {
 // dig resolves a name the way the pod would: `ip netns exec` bind-mounts the
 // pod's /etc/netns/NAME/resolv.conf over /etc/resolv.conf for dig.
 func dig(name, want string) func(context.Context, *checkEnv) error {
+	return digType("A", name, want)
+}
+
+// digType is dig for a record type (A, AAAA).
+func digType(rrType, name, want string) func(context.Context, *checkEnv) error {
 	return func(ctx context.Context, c *checkEnv) error {
 		ip, err := tools.Find("ip")
 		if err != nil {
@@ -254,7 +302,7 @@ func dig(name, want string) func(context.Context, *checkEnv) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, ip, "netns", "exec", c.src, digBin, "+search", "+time=1", "+tries=1", "+short", name)
+		cmd := exec.CommandContext(ctx, ip, "netns", "exec", c.src, digBin, "+search", "+time=1", "+tries=1", "+short", "-t", rrType, name)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("dig %s: %v: %s", name, err, lastLine(string(out)))
@@ -264,7 +312,7 @@ func dig(name, want string) func(context.Context, *checkEnv) error {
 				return nil
 			}
 		}
-		return fmt.Errorf("dig %s: got %q, want %s", name, strings.TrimSpace(string(out)), want)
+		return fmt.Errorf("dig %s %s: got %q, want %s", rrType, name, strings.TrimSpace(string(out)), want)
 	}
 }
 

@@ -23,12 +23,15 @@ type Desired struct {
 	nsOrder        []string
 }
 
-// NSConfig is the state of one namespace.
+// NSConfig is the state of one namespace. Addresses and neighbours of both
+// families share one list (the address says its family); routes do not,
+// because "default" means one route per family.
 type NSConfig struct {
 	Name    string
 	Links   []*LinkConfig
 	Sysctls map[string]string
-	Routes  []RouteConfig
+	Routes  []RouteConfig // IPv4
+	Routes6 []RouteConfig // IPv6
 	Neighs  []NeighConfig
 	FDB     []FDBConfig
 	Qdiscs  map[string]QdiscConfig // link -> root qdisc
@@ -58,6 +61,7 @@ type VXLANConfig struct {
 }
 
 // RouteConfig is a route in the main table. With Nexthops it is multipath.
+// Its family is that of the list holding it (NSConfig.Routes or Routes6).
 type RouteConfig struct {
 	Dst       string // CIDR or "default"
 	Via       string
@@ -73,7 +77,7 @@ type Nexthop struct {
 	Dev string
 }
 
-// NeighConfig is a permanent neighbour (ARP) entry.
+// NeighConfig is a permanent neighbour entry (ARP for IPv4, NDP for IPv6).
 type NeighConfig struct {
 	Dev, IP, MAC string
 }
@@ -92,11 +96,13 @@ type QdiscConfig struct {
 }
 
 // Netfilter is a namespace's firewall: kube-proxy/flannel rules for a node,
-// plus extra iptables lines per table and an extra nftables ruleset.
+// plus extra iptables and ip6tables lines per table and an extra nftables
+// ruleset.
 type Netfilter struct {
-	Node  string              // render kube-proxy and flannel rules of this node
-	Extra map[string][]string // table -> iptables-restore lines ("-A INPUT ...")
-	Nft   string              // nft -f input applied after iptables
+	Node   string              // render kube-proxy and flannel rules of this node
+	Extra  map[string][]string // table -> iptables-restore lines ("-A INPUT ...")
+	Extra6 map[string][]string // table -> ip6tables-restore lines
+	Nft    string              // nft -f input applied after iptables
 }
 
 // AddRule appends an iptables rule (in iptables-restore syntax, without the
@@ -106,6 +112,14 @@ func (c *NSConfig) AddRule(table, rule string) {
 		c.Filter.Extra = map[string][]string{}
 	}
 	c.Filter.Extra[table] = append(c.Filter.Extra[table], rule)
+}
+
+// AddRule6 is AddRule for ip6tables.
+func (c *NSConfig) AddRule6(table, rule string) {
+	if c.Filter.Extra6 == nil {
+		c.Filter.Extra6 = map[string][]string{}
+	}
+	c.Filter.Extra6[table] = append(c.Filter.Extra6[table], rule)
 }
 
 // Link returns the named link config, or nil.
@@ -118,11 +132,16 @@ func (c *NSConfig) Link(name string) *LinkConfig {
 	return nil
 }
 
-// Route returns the route for a destination, or nil.
-func (c *NSConfig) Route(dst string) *RouteConfig {
-	for i := range c.Routes {
-		if c.Routes[i].Dst == dst {
-			return &c.Routes[i]
+// Route returns the IPv4 route for a destination, or nil.
+func (c *NSConfig) Route(dst string) *RouteConfig { return findRoute(c.Routes, dst) }
+
+// Route6 returns the IPv6 route for a destination, or nil.
+func (c *NSConfig) Route6(dst string) *RouteConfig { return findRoute(c.Routes6, dst) }
+
+func findRoute(routes []RouteConfig, dst string) *RouteConfig {
+	for i := range routes {
+		if routes[i].Dst == dst {
+			return &routes[i]
 		}
 	}
 	return nil
@@ -154,13 +173,26 @@ func baseline(l *Lab) *Desired {
 	}
 	add := func(name string) *NSConfig {
 		c := &NSConfig{Name: name, Sysctls: map[string]string{
-			// IPv6 is off in the lab: the topology is IPv4, and router
-			// solicitations and DAD would only add noise to captures.
-			"ipv6.conf.all.disable_ipv6":     "1",
-			"ipv6.conf.default.disable_ipv6": "1",
-			"ipv4.conf.all.rp_filter":        "0",
-			"ipv4.conf.default.rp_filter":    "0",
-			"ipv4.ip_forward":                "0",
+			"ipv4.conf.all.rp_filter":     "0",
+			"ipv4.conf.default.rp_filter": "0",
+			"ipv4.ip_forward":             "0",
+			// IPv6 is on, but quiet: addresses are usable at once (no
+			// DAD), nothing solicits or accepts router advertisements
+			// (addresses and routes are static, as a CNI sets them), and
+			// the MLD reports the kernel always sends when it joins a
+			// group go out within milliseconds of a link coming up, so
+			// captures taken later do not show them.
+			"ipv6.conf.all.disable_ipv6":                          "0",
+			"ipv6.conf.default.disable_ipv6":                      "0",
+			"ipv6.conf.all.accept_dad":                            "0",
+			"ipv6.conf.default.accept_dad":                        "0",
+			"ipv6.conf.all.accept_ra":                             "0",
+			"ipv6.conf.default.accept_ra":                         "0",
+			"ipv6.conf.all.router_solicitations":                  "0",
+			"ipv6.conf.default.router_solicitations":              "0",
+			"ipv6.conf.default.mldv1_unsolicited_report_interval": "1",
+			"ipv6.conf.default.mldv2_unsolicited_report_interval": "1",
+			"ipv6.conf.all.forwarding":                            "0",
 		}, Qdiscs: map[string]QdiscConfig{}}
 		d.NS[name] = c
 		d.nsOrder = append(d.nsOrder, name)
@@ -177,14 +209,16 @@ func baseline(l *Lab) *Desired {
 	// so pod traffic leaving the cluster must be masqueraded by the nodes.
 	r := add(router.Netns)
 	r.Sysctls["ipv4.ip_forward"] = "1"
-	r.Links = append(r.Links, &LinkConfig{Name: "ul0", Kind: "bridge", MTU: nicMTU, Addrs: []string{routerUL + "/24"}})
+	r.Sysctls["ipv6.conf.all.forwarding"] = "1"
+	r.Links = append(r.Links, &LinkConfig{Name: "ul0", Kind: "bridge", MTU: nicMTU, Addrs: []string{routerUL + "/24", routerUL6 + "/64"}})
 	for _, n := range l.Nodes {
 		r.Links = append(r.Links, &LinkConfig{Name: "ul-" + n.Name, Kind: "veth", PeerNS: n.Netns, PeerName: n.NIC, Master: "ul0", MTU: nicMTU})
 	}
-	r.Links = append(r.Links, &LinkConfig{Name: "ext0", Kind: "veth", PeerNS: ext.Netns, PeerName: "eth0", MTU: nicMTU, Addrs: []string{routerOut + "/24"}})
+	r.Links = append(r.Links, &LinkConfig{Name: "ext0", Kind: "veth", PeerNS: ext.Netns, PeerName: "eth0", MTU: nicMTU, Addrs: []string{routerOut + "/24", routerOut6 + "/64"}})
 	// Like a cloud VPC router, it silently discards what it cannot route
 	// (no ICMP unreachable): lost packets time out, as they do in the seeds.
 	r.Routes = []RouteConfig{{Dst: "default", Blackhole: true}}
+	r.Routes6 = []RouteConfig{{Dst: "default", Blackhole: true}}
 
 	// The management host: one link per node, no forwarding. Traffic that a
 	// node sends its way for anything but the host itself is dropped, as a
@@ -196,33 +230,48 @@ func baseline(l *Lab) *Desired {
 	)
 
 	e := add(ext.Netns)
-	e.Links = append(e.Links, &LinkConfig{Name: "eth0", Kind: "veth", PeerNS: router.Netns, PeerName: "ext0", MTU: nicMTU, Addrs: []string{extIP + "/24"}})
+	e.Links = append(e.Links, &LinkConfig{Name: "eth0", Kind: "veth", PeerNS: router.Netns, PeerName: "ext0", MTU: nicMTU, Addrs: []string{extIP + "/24", extIP6 + "/64"}})
 	e.Routes = []RouteConfig{{Dst: "default", Via: routerOut, Dev: "eth0"}}
+	e.Routes6 = []RouteConfig{{Dst: "default", Via: routerOut6, Dev: "eth0"}}
 
 	for _, n := range l.Nodes {
 		c := add(n.Netns)
 		c.Sysctls["ipv4.ip_forward"] = "1"
+		c.Sysctls["ipv6.conf.all.forwarding"] = "1"
 		c.Sysctls["ipv4.fib_multipath_hash_policy"] = "0"
 		c.Sysctls["bridge.bridge-nf-call-iptables"] = "1"
+		c.Sysctls["bridge.bridge-nf-call-ip6tables"] = "1"
 		c.Filter.Node = n.Name
 		d.KubeProxy[n.Name] = true
-		c.Links = append(c.Links, &LinkConfig{Name: n.NIC, Kind: "veth", PeerNS: router.Netns, PeerName: "ul-" + n.Name, MTU: nicMTU, Addrs: []string{n.InternalIP + "/24"}})
+		c.Links = append(c.Links, &LinkConfig{Name: n.NIC, Kind: "veth", PeerNS: router.Netns, PeerName: "ul-" + n.Name, MTU: nicMTU,
+			Addrs: []string{n.InternalIP + "/24", n.InternalIP6 + "/64"}})
 		for _, x := range n.ExtraNICs {
 			c.Links = append(c.Links, &LinkConfig{Name: x.Name, Kind: "veth", PeerNS: mgmt.Netns, PeerName: "to-" + n.Name, MTU: nicMTU, Addrs: []string{x.Address}})
 		}
 		c.Links = append(c.Links,
-			&LinkConfig{Name: n.Bridge, Kind: "bridge", MTU: vxlanMTU, Addrs: []string{n.BridgeIP + "/24"}},
+			&LinkConfig{Name: n.Bridge, Kind: "bridge", MTU: vxlanMTU, Addrs: []string{n.BridgeIP + "/24", n.BridgeIP6 + "/64"}},
+			// One VXLAN device for both families: IPv6 pod frames ride the
+			// IPv4 underlay, so a v6 packet meets the same 1450-byte MTU.
 			&LinkConfig{Name: n.Overlay.Device, Kind: "vxlan", MTU: n.Overlay.MTU, MAC: n.Overlay.MAC,
-				Addrs: []string{n.Overlay.Address + "/32"},
+				Addrs: []string{n.Overlay.Address + "/32", n.Overlay.Address6 + "/128"},
 				VXLAN: &VXLANConfig{VNI: n.Overlay.VNI, Local: n.Overlay.Local, Dev: n.NIC, Port: n.Overlay.Port}},
 		)
 		c.Routes = append(c.Routes, RouteConfig{Dst: "default", Via: routerUL, Dev: n.NIC})
+		c.Routes6 = append(c.Routes6, RouteConfig{Dst: "default", Via: routerUL6, Dev: n.NIC})
 		for _, peer := range l.Nodes {
 			if peer.Name == n.Name {
 				continue
 			}
+			// flannel's programming, once per family: a route onlink via
+			// the peer's VTEP address, a permanent neighbour entry giving
+			// that address the peer's VTEP MAC (so no ARP or NDP crosses
+			// the overlay), and one FDB entry sending that MAC to the
+			// peer's InternalIP.
 			c.Routes = append(c.Routes, RouteConfig{Dst: peer.PodCIDR, Via: peer.Overlay.Address, Dev: n.Overlay.Device, Onlink: true})
-			c.Neighs = append(c.Neighs, NeighConfig{Dev: n.Overlay.Device, IP: peer.Overlay.Address, MAC: peer.Overlay.MAC})
+			c.Routes6 = append(c.Routes6, RouteConfig{Dst: peer.PodCIDR6, Via: peer.Overlay.Address6, Dev: n.Overlay.Device, Onlink: true})
+			c.Neighs = append(c.Neighs,
+				NeighConfig{Dev: n.Overlay.Device, IP: peer.Overlay.Address, MAC: peer.Overlay.MAC},
+				NeighConfig{Dev: n.Overlay.Device, IP: peer.Overlay.Address6, MAC: peer.Overlay.MAC})
 			c.FDB = append(c.FDB, FDBConfig{Dev: n.Overlay.Device, MAC: peer.Overlay.MAC, Dst: peer.InternalIP})
 		}
 		for _, p := range l.Pods {
@@ -235,8 +284,10 @@ func baseline(l *Lab) *Desired {
 	for _, p := range l.Pods {
 		n, _ := l.Node(p.Node)
 		c := add(p.Netns)
-		c.Links = append(c.Links, &LinkConfig{Name: p.Interface, Kind: "veth", PeerNS: n.Netns, PeerName: p.HostVeth, MTU: p.MTU, Addrs: []string{p.IP + "/24"}})
+		c.Links = append(c.Links, &LinkConfig{Name: p.Interface, Kind: "veth", PeerNS: n.Netns, PeerName: p.HostVeth, MTU: p.MTU,
+			Addrs: []string{p.IP + "/24", p.IP6 + "/64"}})
 		c.Routes = []RouteConfig{{Dst: "default", Via: n.BridgeIP, Dev: p.Interface}}
+		c.Routes6 = []RouteConfig{{Dst: "default", Via: n.BridgeIP6, Dev: p.Interface}}
 		c.Sysctls["ipv4.ip_local_port_range"] = "32768\t60999"
 		d.Resolv[p.ResolvConf] = podResolvConf(l, p.Namespace)
 	}
@@ -244,10 +295,12 @@ func baseline(l *Lab) *Desired {
 	// Servers.
 	web, _ := l.Pod("default/web")
 	dns, _ := l.Pod("kube-system/coredns")
+	// "[::]" is one dual-stack socket (IPV6_V6ONLY off): it takes IPv4
+	// connections as v4-mapped addresses. "0.0.0.0" would be IPv4 only.
 	d.Procs["web"] = &ProcSpec{Name: "web", Netns: web.Netns, Helper: "http",
-		Args: []string{"--listen", "0.0.0.0:8080", "--name", "default/web"}, Ready: "tcp:127.0.0.1:8080"}
+		Args: []string{"--listen", "[::]:8080", "--name", "default/web"}, Ready: "tcp:127.0.0.1:8080"}
 	d.Procs["ext-http"] = &ProcSpec{Name: "ext-http", Netns: ext.Netns, Helper: "http",
-		Args: []string{"--listen", "0.0.0.0:80", "--name", "ext"}, Ready: "tcp:127.0.0.1:80"}
+		Args: []string{"--listen", "[::]:80", "--name", "ext"}, Ready: "tcp:127.0.0.1:80"}
 	d.Procs["apiserver"] = &ProcSpec{Name: "apiserver", Netns: nodeA.Netns, Helper: "http",
 		Args:  []string{"--listen", hostPort(nodeA.InternalIP, apiPort), "--name", "kube-apiserver"},
 		Ready: "tcp:" + hostPort(nodeA.InternalIP, apiPort)}

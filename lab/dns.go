@@ -12,10 +12,20 @@ import (
 // the outside host) and the outside upstream (authoritative for the outside
 // name). Neither ever talks to anything beyond the lab.
 func writeDNSConfig(l *Lab) error {
+	for path, content := range dnsFiles(l) {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// dnsFiles maps each file of writeDNSConfig to its content.
+func dnsFiles(l *Lab) map[string]string {
 	ext, _ := l.Host("ext")
 	clusterZone := filepath.Join(l.StateDir, "zone.cluster")
 	upstreamZone := filepath.Join(l.StateDir, "zone.upstream")
-	files := map[string]string{
+	return map[string]string{
 		filepath.Join(l.StateDir, "Corefile.cluster"): fmt.Sprintf(`%s:53 {
     errors
     file %s
@@ -33,14 +43,8 @@ func writeDNSConfig(l *Lab) error {
 }
 `, l.OutsideName, upstreamZone),
 		clusterZone:  clusterZoneFile(l),
-		upstreamZone: upstreamZoneFile(l, ext.IP),
+		upstreamZone: upstreamZoneFile(l, ext.IP, ext.IP6),
 	}
-	for path, content := range files {
-		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
-		}
-	}
-	return nil
 }
 
 func soa(origin string) string {
@@ -55,15 +59,21 @@ func clusterZoneFile(l *Lab) string {
 	for _, s := range l.Services {
 		fmt.Fprintf(&b, "%s.%s.svc IN A %s\n", s.Name, s.Namespace, s.ClusterIP)
 	}
+	// Pod records are named after the address with dashes, as the
+	// Kubernetes DNS spec has it: 198-19-1-10.default.pod for IPv4 and
+	// 2001-2-1-1--10.default.pod for IPv6.
 	for _, p := range l.Pods {
 		fmt.Fprintf(&b, "%s.%s.pod IN A %s\n", strings.ReplaceAll(p.IP, ".", "-"), p.Namespace, p.IP)
+		fmt.Fprintf(&b, "%s.%s.pod IN AAAA %s\n", strings.ReplaceAll(p.IP6, ":", "-"), p.Namespace, p.IP6)
 	}
 	return b.String()
 }
 
-func upstreamZoneFile(l *Lab, ip string) string {
+// upstreamZoneFile is the outside zone. Its apex and www have both an A and
+// an AAAA record, so a lookup of either family finds the outside host.
+func upstreamZoneFile(l *Lab, ip, ip6 string) string {
 	var b strings.Builder
-	b.WriteString(soa(l.OutsideName) + fmt.Sprintf("ns IN A %s\n@ IN A %s\nwww IN A %s\n", ip, ip, ip))
+	b.WriteString(soa(l.OutsideName) + fmt.Sprintf("ns IN A %s\n@ IN A %s\n@ IN AAAA %s\nwww IN A %s\nwww IN AAAA %s\n", ip, ip, ip6, ip, ip6))
 	// A name with more A records than fit a 512-byte UDP answer: resolvers
 	// get it truncated and ask again over TCP.
 	for i := 1; i <= 40; i++ {

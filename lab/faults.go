@@ -12,6 +12,12 @@ type Fault struct {
 	Name  string `json:"name"`
 	Class string `json:"class"`
 	Cause string `json:"cause"`
+	// Family is the address family whose traffic the fault is about:
+	// "ipv4" or "ipv6", or empty when it breaks both alike (a link, a
+	// process, the overlay). A fault of one family may still fail a check
+	// of the other in passing, as a too-large pod MTU fails DF pings of
+	// both; Breaks says exactly what fails.
+	Family string `json:"family,omitempty"`
 	// Seed names the seed incident the fault reproduces, if any.
 	Seed    string `json:"seed,omitempty"`
 	Summary string `json:"summary"`
@@ -61,12 +67,38 @@ const (
 	ckNodeAExt   = "node-a-ext"
 	ckNodeBWeb   = "node-b-web"
 	ckNodeBPingA = "node-b-node-a-ping"
+	ckDNSAAAA    = "client-dns-aaaa"
+
+	ckWebPod6    = "client-web-pod-v6"
+	ckWebPing6   = "client-web-ping-v6"
+	ckWebLarge6  = "client-web-large-v6"
+	ckWebPost6   = "client-web-post-v6"
+	ckClientExt6 = "client-ext-v6"
+	ckWebClient6 = "web-client-ping-v6"
+	ckNodeBWeb6  = "node-b-web-v6"
 )
 
-// crossNode is every check whose packets cross the overlay between the nodes.
-var crossNode = []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckWebClient, ckNodeBWeb}
+// Address families of faults and checks.
+const (
+	familyV4 = "ipv4"
+	familyV6 = "ipv6"
+)
 
-var toWebPod = []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc}
+// crossNode is every check whose packets cross the overlay between the nodes,
+// in either family: IPv6 pod traffic rides the same VXLAN device.
+var crossNode = []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckWebClient, ckNodeBWeb,
+	ckWebPod6, ckWebPing6, ckWebLarge6, ckWebPost6, ckWebClient6, ckNodeBWeb6}
+
+var (
+	toWebPod  = []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc}
+	toWebPod6 = []string{ckWebPod6, ckWebPing6, ckWebLarge6, ckWebPost6}
+	// toWebPort are the checks that open a TCP connection to default/web's
+	// port 8080, in IPv4 and in IPv6.
+	toWebPort  = []string{ckWebPod, ckWebPost, ckWebSvc, ckNodeBWeb}
+	toWebPort6 = []string{ckWebPod6, ckWebPost6, ckNodeBWeb6}
+	// outsideDNS are the lookups that CoreDNS forwards upstream.
+	outsideDNS = []string{ckDNSOutside, ckDNSAAAA}
+)
 
 func join(lists ...[]string) []string {
 	var out []string
@@ -84,7 +116,7 @@ var (
 // Faults is the catalogue, in the order `netdiag lab faults` prints it.
 var Faults = []*Fault{
 	{
-		Name: "firewall-dst", Class: "network-unreachable", Cause: "firewall",
+		Name: "firewall-dst", Class: "network-unreachable", Cause: "firewall", Family: familyV4,
 		Summary:  "default/web's own firewall drops every new inbound connection (a deny-all ingress policy)",
 		Breaks:   join(toWebPod, []string{ckNodeBWeb}),
 		Diagnose: fromClientToWeb,
@@ -93,7 +125,18 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "firewall-node", Class: "network-unreachable", Cause: "firewall",
+		Name: "firewall-dst-v6", Class: "network-unreachable", Cause: "firewall", Family: familyV6,
+		Summary:  "default/web's ip6tables drops every new inbound IPv6 connection (a deny-all ingress policy written for IPv6 only); IPv4 is untouched",
+		Breaks:   join(toWebPod6, []string{ckNodeBWeb6}),
+		Diagnose: fromClientToWeb,
+		apply: func(d *Desired) {
+			// Neighbour discovery is untracked by conntrack, so it still
+			// passes: the pod stays resolvable, as behind a real policy.
+			d.pod("default/web").AddRule6("filter", `-A INPUT -m conntrack --ctstate NEW -m comment --comment "default/deny-all-ingress" -j DROP`)
+		},
+	},
+	{
+		Name: "firewall-node", Class: "network-unreachable", Cause: "firewall", Family: familyV4,
 		Summary:  "an nftables forward rule on node-b drops every new connection to default/web's pod IP",
 		Breaks:   toWebPod,
 		Diagnose: fromClientToWeb,
@@ -110,15 +153,17 @@ var Faults = []*Fault{
 	},
 	{
 		Name: "route-missing", Class: "network-unreachable", Cause: "route",
-		Summary:  "default/client has lost its default route: nothing outside its own subnet is reachable",
-		Breaks:   []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckAPISvc, ckDNSCluster, ckDNSOutside, ckClientExt, ckWebClient},
+		Summary: "default/client has lost its default routes, IPv4 and IPv6: nothing outside its own subnets is reachable",
+		Breaks: []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckAPISvc, ckDNSCluster, ckDNSOutside, ckDNSAAAA, ckClientExt, ckWebClient,
+			ckWebPod6, ckWebPing6, ckWebLarge6, ckWebPost6, ckClientExt6, ckWebClient6},
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
-			d.pod("default/client").Routes = nil
+			c := d.pod("default/client")
+			c.Routes, c.Routes6 = nil, nil
 		},
 	},
 	{
-		Name: "dual-default-route", Class: "network-unreachable", Cause: "route", Seed: seedDualDefault,
+		Name: "dual-default-route", Class: "network-unreachable", Cause: "route", Family: familyV4, Seed: seedDualDefault,
 		Summary:  "node-a has two default routes on different NICs (eth0 and the management eth1); flows hashed onto eth1 are lost",
 		Partial:  []string{ckWebExt, ckNodeAExt},
 		Diagnose: []string{"node", "node-a", "--to", "host/ext:80"},
@@ -131,7 +176,7 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "rp-filter", Class: "network-unreachable", Cause: "route",
+		Name: "rp-filter", Class: "network-unreachable", Cause: "route", Family: familyV4,
 		Summary:  "node-b routes node-a's PodCIDR out eth0 (host-gw style) while node-a answers over flannel.1; node-a's strict rp_filter drops the asymmetric packets",
 		Breaks:   join(toWebPod, []string{ckWebClient}),
 		Diagnose: fromClientToWeb,
@@ -144,8 +189,9 @@ var Faults = []*Fault{
 	},
 	{
 		Name: "overload", Class: "network-unreachable", Cause: "overload",
-		Summary:  "node-b's NIC queue is saturated: a 64 kbit/s token bucket on eth0 and a steady UDP flood keep it full",
-		Breaks:   []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckAPISvc, ckDNSOutside, ckClientExt, ckWebClient, ckNodeBWeb, ckNodeBPingA},
+		Summary: "node-b's NIC queue is saturated: a 64 kbit/s token bucket on eth0 and a steady UDP flood keep it full",
+		Breaks: []string{ckWebPod, ckWebPing, ckWebLarge, ckWebPost, ckWebSvc, ckAPISvc, ckDNSOutside, ckDNSAAAA, ckClientExt, ckWebClient, ckNodeBWeb, ckNodeBPingA,
+			ckWebPod6, ckWebPing6, ckWebLarge6, ckWebPost6, ckClientExt6, ckWebClient6, ckNodeBWeb6},
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			b := d.Lab.mustNode("node-b")
@@ -158,7 +204,7 @@ var Faults = []*Fault{
 	{
 		Name: "link-down", Class: "network-unreachable", Cause: "link-down",
 		Summary:  "default/web's host-side veth on node-a is down",
-		Breaks:   join(toWebPod, []string{ckWebClient, ckWebExt, ckNodeBWeb}),
+		Breaks:   join(toWebPod, []string{ckWebClient, ckWebExt, ckNodeBWeb}, toWebPod6, []string{ckWebClient6, ckNodeBWeb6}),
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			web := d.Lab.mustPod("default/web")
@@ -166,43 +212,61 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "port-firewall", Class: "port-unreachable", Cause: "firewall",
+		Name: "port-firewall", Class: "port-unreachable", Cause: "firewall", Family: familyV4,
 		Summary:  "default/web's firewall drops TCP to port 8080 (ping still works)",
-		Breaks:   []string{ckWebPod, ckWebPost, ckWebSvc, ckNodeBWeb},
+		Breaks:   toWebPort,
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			d.pod("default/web").AddRule("filter", `-A INPUT -p tcp -m tcp --dport 8080 -m comment --comment "block app port" -j DROP`)
 		},
 	},
 	{
-		Name: "port-reject", Class: "port-unreachable", Cause: "firewall",
+		Name: "port-reject", Class: "port-unreachable", Cause: "firewall", Family: familyV4,
 		Summary:  "default/web's firewall rejects TCP to port 8080 with a TCP reset (looks like a closed port from outside)",
-		Breaks:   []string{ckWebPod, ckWebPost, ckWebSvc, ckNodeBWeb},
+		Breaks:   toWebPort,
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			d.pod("default/web").AddRule("filter", `-A INPUT -p tcp -m tcp --dport 8080 -m comment --comment "block app port" -j REJECT --reject-with tcp-reset`)
 		},
 	},
 	{
+		Name: "port-reject-v6", Class: "port-unreachable", Cause: "firewall", Family: familyV6,
+		Summary:  "default/web's ip6tables rejects TCP to port 8080 with a TCP reset: IPv6 connections look refused, IPv4 ones succeed",
+		Breaks:   toWebPort6,
+		Diagnose: fromClientToWeb,
+		apply: func(d *Desired) {
+			d.pod("default/web").AddRule6("filter", `-A INPUT -p tcp -m tcp --dport 8080 -m comment --comment "block app port" -j REJECT --reject-with tcp-reset`)
+		},
+	},
+	{
 		Name: "not-listening", Class: "port-unreachable", Cause: "not-listening",
 		Summary:  "the application in default/web is not running: nothing listens on 8080",
-		Breaks:   []string{ckWebPod, ckWebPost, ckWebSvc, ckNodeBWeb},
+		Breaks:   join(toWebPort, toWebPort6),
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			delete(d.Procs, "web")
 		},
 	},
 	{
+		Name: "not-listening-v6", Class: "port-unreachable", Cause: "not-listening", Family: familyV6,
+		Summary:  "the application in default/web listens on 0.0.0.0:8080, IPv4 only: IPv6 connections to 8080 are refused",
+		Breaks:   toWebPort6,
+		Diagnose: fromClientToWeb,
+		apply: func(d *Desired) {
+			d.Procs["web"].Args = []string{"--listen", "0.0.0.0:8080", "--name", "default/web"}
+		},
+	},
+	{
 		Name: "loopback-only", Class: "port-unreachable", Cause: "loopback-only", Seed: seedLoopback,
 		Summary:  "the application in default/web listens on 127.0.0.1:8080 only",
-		Breaks:   []string{ckWebPod, ckWebPost, ckWebSvc, ckNodeBWeb},
+		Breaks:   join(toWebPort, toWebPort6),
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			d.Procs["web"].Args = []string{"--listen", "127.0.0.1:8080", "--name", "default/web"}
 		},
 	},
 	{
-		Name: "port-exhaustion", Class: "port-unreachable", Cause: "port-exhaustion",
+		Name: "port-exhaustion", Class: "port-unreachable", Cause: "port-exhaustion", Family: familyV4,
 		Summary:  "default/client's ephemeral port range is eight ports wide and every one holds a connection to default/web:8080",
 		Breaks:   []string{ckWebPod, ckWebPost},
 		Diagnose: fromClientToWeb,
@@ -217,7 +281,7 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "no-endpoints", Class: "port-unreachable", Cause: "no-endpoints",
+		Name: "no-endpoints", Class: "port-unreachable", Cause: "no-endpoints", Family: familyV4,
 		Summary:  "default/web fails its readiness probe: Service default/web has no ready endpoints and kube-proxy rejects its ClusterIP",
 		Breaks:   []string{ckWebSvc},
 		Diagnose: fromClientToSvc,
@@ -226,7 +290,7 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "dns-config", Class: "dns-failure", Cause: "pod-dns-config",
+		Name: "dns-config", Class: "dns-failure", Cause: "pod-dns-config", Family: familyV4,
 		Summary:  "default/client's resolv.conf points at the outside DNS server with no cluster search domains (dnsPolicy: Default)",
 		Breaks:   []string{ckDNSCluster},
 		Diagnose: []string{"pod", "default/client", "--dns", "web.default.svc.cluster.local"},
@@ -235,27 +299,27 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "dns-down", Class: "dns-failure", Cause: "dns-service-down",
+		Name: "dns-down", Class: "dns-failure", Cause: "dns-service-down", Family: familyV4,
 		Summary:  "CoreDNS in kube-system/coredns is not running: the DNS Service answers with port unreachable",
-		Breaks:   []string{ckDNSCluster, ckDNSOutside},
+		Breaks:   join([]string{ckDNSCluster}, outsideDNS),
 		Diagnose: []string{"pod", "default/client", "--dns", "web.default.svc.cluster.local"},
 		apply: func(d *Desired) {
 			delete(d.Procs, "coredns")
 		},
 	},
 	{
-		Name: "dns-path-broken", Class: "dns-failure", Cause: "dns-path-broken",
+		Name: "dns-path-broken", Class: "dns-failure", Cause: "dns-path-broken", Family: familyV4,
 		Summary:  "node-b has no kube-proxy rules for kube-system/kube-dns: queries to the DNS ClusterIP go nowhere while CoreDNS answers directly",
-		Breaks:   []string{ckDNSCluster, ckDNSOutside},
+		Breaks:   join([]string{ckDNSCluster}, outsideDNS),
 		Diagnose: []string{"pod", "default/client", "--dns", "web.default.svc.cluster.local"},
 		apply: func(d *Desired) {
 			d.skipServiceRules("node-b", "kube-system/kube-dns")
 		},
 	},
 	{
-		Name: "upstream-dns-down", Class: "dns-failure", Cause: "upstream-failure",
+		Name: "upstream-dns-down", Class: "dns-failure", Cause: "upstream-failure", Family: familyV4,
 		Summary:  "the upstream DNS server on the outside host is down: cluster names resolve, outside names get SERVFAIL",
-		Breaks:   []string{ckDNSOutside},
+		Breaks:   outsideDNS,
 		Diagnose: []string{"pod", "default/client", "--dns", "example.com"},
 		apply: func(d *Desired) {
 			delete(d.Procs, "upstream-dns")
@@ -263,17 +327,17 @@ var Faults = []*Fault{
 	},
 	{
 		Name: "mtu-mismatch", Class: "large-packet-loss", Cause: "mtu-mismatch",
-		Summary:  "node-b's CNI MTU is 1500 (cni0, pod veths) over the 1450-byte VXLAN: full-size DF packets are refused with fragmentation-needed",
-		Breaks:   []string{ckWebLarge},
+		Summary:  "node-b's CNI MTU is 1500 (cni0, pod veths) over the 1450-byte VXLAN: full-size DF packets are refused with fragmentation-needed (IPv4) or packet-too-big (IPv6)",
+		Breaks:   []string{ckWebLarge, ckWebLarge6},
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			d.setPodMTU("node-b", nicMTU)
 		},
 	},
 	{
-		Name: "mtu-blackhole", Class: "large-packet-loss", Cause: "mtu-mismatch", Seed: seedMTU,
-		Summary:  "every pod and cni0 has MTU 1500 over the 1450-byte VXLAN, and the nodes' firewall drops ICMP fragmentation-needed: large segments vanish (PMTU black hole)",
-		Breaks:   []string{ckWebLarge, ckWebPost},
+		Name: "mtu-blackhole", Class: "large-packet-loss", Cause: "mtu-mismatch", Family: familyV4, Seed: seedMTU,
+		Summary:  "every pod and cni0 has MTU 1500 over the 1450-byte VXLAN, and the nodes' firewall drops ICMP fragmentation-needed: large IPv4 segments vanish (PMTU black hole); IPv6 still gets packet-too-big",
+		Breaks:   []string{ckWebLarge, ckWebPost, ckWebLarge6},
 		Diagnose: fromClientToWeb,
 		apply: func(d *Desired) {
 			for _, n := range d.Lab.Nodes {
@@ -283,25 +347,37 @@ var Faults = []*Fault{
 		},
 	},
 	{
-		Name: "kube-proxy-down", Class: "cni-anomaly", Cause: "kube-proxy-down",
+		Name: "mtu-blackhole-v6", Class: "large-packet-loss", Cause: "mtu-mismatch", Family: familyV6,
+		Summary:  "every pod and cni0 has MTU 1500 over the 1450-byte VXLAN, and the nodes' ip6tables drop the ICMPv6 packet-too-big they send: large IPv6 segments vanish (PMTU black hole); IPv4 still gets fragmentation-needed",
+		Breaks:   []string{ckWebLarge, ckWebLarge6, ckWebPost6},
+		Diagnose: fromClientToWeb,
+		apply: func(d *Desired) {
+			for _, n := range d.Lab.Nodes {
+				d.setPodMTU(n.Name, nicMTU)
+				d.node(n.Name).AddRule6("filter", `-A OUTPUT -p ipv6-icmp -m icmp6 --icmpv6-type packet-too-big -m comment --comment "security group: ICMP not allowed" -j DROP`)
+			}
+		},
+	},
+	{
+		Name: "kube-proxy-down", Class: "cni-anomaly", Cause: "kube-proxy-down", Family: familyV4,
 		Summary:  "kube-proxy is not running on node-b: no KUBE-SERVICES chain, no Service reachable from its pods",
-		Breaks:   []string{ckWebSvc, ckAPISvc, ckDNSCluster, ckDNSOutside},
+		Breaks:   join([]string{ckWebSvc, ckAPISvc, ckDNSCluster}, outsideDNS),
 		Diagnose: fromClientToSvc,
 		apply: func(d *Desired) {
 			d.KubeProxy["node-b"] = false
 		},
 	},
 	{
-		Name: "kube-proxy-evicted", Class: "dns-failure", Cause: "dns-path-broken", Seed: seedKubeProxy,
+		Name: "kube-proxy-evicted", Class: "dns-failure", Cause: "dns-path-broken", Family: familyV4, Seed: seedKubeProxy,
 		Summary:  "kube-proxy was evicted from node-b (no priorityClass): its pods time out resolving names through the DNS Service",
-		Breaks:   []string{ckWebSvc, ckAPISvc, ckDNSCluster, ckDNSOutside},
+		Breaks:   join([]string{ckWebSvc, ckAPISvc, ckDNSCluster}, outsideDNS),
 		Diagnose: []string{"pod", "default/client", "--dns", "example.com"},
 		apply: func(d *Desired) {
 			d.KubeProxy["node-b"] = false
 		},
 	},
 	{
-		Name: "service-rules-missing", Class: "cni-anomaly", Cause: "service-rules-missing",
+		Name: "service-rules-missing", Class: "cni-anomaly", Cause: "service-rules-missing", Family: familyV4,
 		Summary:  "node-b has no kube-proxy rules for Service default/web although it has a ready endpoint",
 		Breaks:   []string{ckWebSvc},
 		Diagnose: fromClientToSvc,

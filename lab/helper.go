@@ -76,7 +76,7 @@ func helperHTTP(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", *listen)
+	l, err := net.Listen(listenNetwork(*listen), *listen)
 	if err != nil {
 		return err
 	}
@@ -105,6 +105,22 @@ func helperHTTP(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
+}
+
+// listenNetwork makes the helper bind as a C program would. Go's "tcp" turns
+// an 0.0.0.0 listener into a dual-stack [::] socket; an application that
+// binds 0.0.0.0 takes IPv4 only, and that is the not-listening-v6 fault, so
+// an IPv4 address gets "tcp4". "[::]:PORT" stays "tcp": one socket for both
+// families, as Linux gives with bindv6only=0.
+func listenNetwork(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "tcp"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return "tcp4"
+	}
+	return "tcp"
 }
 
 // helperHold opens connections and keeps them open, taking local ports (the

@@ -21,16 +21,26 @@ var builtinChains = map[string][]string{
 // renderIptables returns iptables-restore input for a namespace: for a node,
 // the rules kube-proxy (iptables mode) and flannel would write, then the extra
 // rules of faults.
-func (d *Desired) renderIptables(c *NSConfig) string {
+func (d *Desired) renderIptables(c *NSConfig) string { return d.renderTables(c, false) }
+
+// renderIp6tables is renderIptables for ip6tables-restore: kube-proxy's and
+// flannel's IPv6 rules and the faults' extra IPv6 rules.
+func (d *Desired) renderIp6tables(c *NSConfig) string { return d.renderTables(c, true) }
+
+func (d *Desired) renderTables(c *NSConfig, v6 bool) string {
 	rules := map[string][]string{}
 	chains := map[string][]string{}
 	if c.Filter.Node != "" {
 		n, _ := d.Lab.Node(c.Filter.Node)
 		// kube-proxy inserts its jumps first (-I), so they precede flannel's.
 		if d.KubeProxy[n.Name] {
-			d.kubeProxyRules(n, rules, chains)
+			d.kubeProxyRules(n, v6, rules, chains)
 		}
-		d.flannelRules(n, rules, chains)
+		d.flannelRules(n, v6, rules, chains)
+	}
+	extra := c.Filter.Extra
+	if v6 {
+		extra = c.Filter.Extra6
 	}
 	var b strings.Builder
 	for _, t := range iptablesTables {
@@ -48,7 +58,7 @@ func (d *Desired) renderIptables(c *NSConfig) string {
 		for _, r := range rules[t] {
 			b.WriteString(r + "\n")
 		}
-		for _, r := range c.Filter.Extra[t] {
+		for _, r := range extra[t] {
 			b.WriteString(r + "\n")
 		}
 		b.WriteString("COMMIT\n")
@@ -57,9 +67,14 @@ func (d *Desired) renderIptables(c *NSConfig) string {
 }
 
 // flannelRules are flanneld's masquerade and forward rules: pod traffic leaving
-// the cluster network is masqueraded to the node's address.
-func (d *Desired) flannelRules(n *Node, rules, chains map[string][]string) {
-	cc, pc := d.Lab.ClusterCIDR, n.PodCIDR
+// the cluster network is masqueraded to the node's address. flanneld writes
+// the same rules with ip6tables for the IPv6 cluster network; the router
+// knows no pod address of either family.
+func (d *Desired) flannelRules(n *Node, v6 bool, rules, chains map[string][]string) {
+	cc, pc, multicast := d.Lab.ClusterCIDR, n.PodCIDR, "224.0.0.0/4"
+	if v6 {
+		cc, pc, multicast = d.Lab.ClusterCIDR6, n.PodCIDR6, "ff00::/8"
+	}
 	chains["nat"] = append(chains["nat"], "FLANNEL-POSTRTG")
 	chains["filter"] = append(chains["filter"], "FLANNEL-FWD")
 	c := `-m comment --comment "flanneld masq"`
@@ -69,7 +84,7 @@ func (d *Desired) flannelRules(n *Node, rules, chains map[string][]string) {
 		fmt.Sprintf(`-A FLANNEL-POSTRTG -s %s -d %s %s -j RETURN`, pc, cc, c),
 		fmt.Sprintf(`-A FLANNEL-POSTRTG -s %s -d %s %s -j RETURN`, cc, pc, c),
 		fmt.Sprintf(`-A FLANNEL-POSTRTG ! -s %s -d %s %s -j RETURN`, cc, pc, c),
-		fmt.Sprintf(`-A FLANNEL-POSTRTG -s %s ! -d 224.0.0.0/4 %s -j MASQUERADE --random-fully`, cc, c),
+		fmt.Sprintf(`-A FLANNEL-POSTRTG -s %s ! -d %s %s -j MASQUERADE --random-fully`, cc, multicast, c),
 		fmt.Sprintf(`-A FLANNEL-POSTRTG ! -s %s -d %s %s -j MASQUERADE --random-fully`, cc, cc, c),
 	)
 	f := `-m comment --comment "flanneld forward"`
@@ -80,8 +95,11 @@ func (d *Desired) flannelRules(n *Node, rules, chains map[string][]string) {
 	)
 }
 
-// kubeProxyRules are the chains kube-proxy writes in iptables mode.
-func (d *Desired) kubeProxyRules(n *Node, rules, chains map[string][]string) {
+// kubeProxyRules are the chains kube-proxy writes in iptables mode. In a
+// dual-stack cluster kube-proxy runs a proxier per family; the lab's Services
+// are IPv4 single-stack, so the IPv6 one writes its chains and jumps but no
+// Service rules.
+func (d *Desired) kubeProxyRules(n *Node, v6 bool, rules, chains map[string][]string) {
 	chains["nat"] = append(chains["nat"], "KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")
 	chains["filter"] = append(chains["filter"], "KUBE-FORWARD", "KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")
 	nat := []string{
@@ -104,7 +122,7 @@ func (d *Desired) kubeProxyRules(n *Node, rules, chains map[string][]string) {
 	}
 	skip := d.NoServiceRules[n.Name]
 	for _, svc := range d.Lab.Services {
-		if skip[svc.Key()] {
+		if v6 || skip[svc.Key()] {
 			continue
 		}
 		for _, sp := range svc.Ports {

@@ -10,9 +10,16 @@
 // real kernel state (routes, MTUs, iptables rules, stopped servers), so that
 // collectors, rules and benchmarks are proven against a real network.
 //
-// Safety: every address is in 198.18.0.0/15; everything lives in namespaces
-// named ndl-INSTANCE-*; nothing is changed in the machine's own namespace; Down
-// removes namespaces, /etc/netns entries, state and processes by prefix and PID.
+// The lab is dual-stack the way a dual-stack cluster is: nodes, pods, the
+// bridges, the overlay and the outside host have an IPv6 address beside their
+// IPv4 one, and pod IPv6 traffic crosses the same flannel.1 VXLAN device (IPv6
+// frames over the IPv4 underlay). Services stay IPv4 single-stack: there are
+// no IPv6 ClusterIPs.
+//
+// Safety: every address is in 198.18.0.0/15 or 2001:2::/48 (both reserved for
+// benchmarking); everything lives in namespaces named ndl-INSTANCE-*; nothing
+// is changed in the machine's own namespace; Down removes namespaces,
+// /etc/netns entries, state and processes by prefix and PID.
 package lab
 
 import (
@@ -20,6 +27,8 @@ import (
 	"hash/fnv"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 )
 
 // NamePrefix starts the name of every namespace, /etc/netns directory and
@@ -47,32 +56,39 @@ func ValidateInstance(name string) error {
 // Services. It is what `netdiag lab status -o json` prints, and what tests and
 // the lab's Kubernetes view read.
 type Lab struct {
-	Instance      string    `json:"instance"`
-	Prefix        string    `json:"prefix"`
-	StateDir      string    `json:"state_dir"`
-	ClusterDomain string    `json:"cluster_domain"`
-	ClusterCIDR   string    `json:"cluster_cidr"`
-	ServiceCIDR   string    `json:"service_cidr"`
-	DNSService    string    `json:"dns_service"`
-	OutsideName   string    `json:"outside_name"`
-	Nodes         []Node    `json:"nodes"`
-	Pods          []Pod     `json:"pods"`
-	Services      []Service `json:"services"`
-	Hosts         []Host    `json:"hosts"`
+	Instance      string `json:"instance"`
+	Prefix        string `json:"prefix"`
+	StateDir      string `json:"state_dir"`
+	ClusterDomain string `json:"cluster_domain"`
+	ClusterCIDR   string `json:"cluster_cidr"`
+	ClusterCIDR6  string `json:"cluster_cidr6"`
+	// ServiceCIDR is IPv4 only: Services are single-stack, as they are in a
+	// dual-stack cluster unless a Service asks for ipFamilyPolicy.
+	ServiceCIDR string    `json:"service_cidr"`
+	DNSService  string    `json:"dns_service"`
+	OutsideName string    `json:"outside_name"`
+	Nodes       []Node    `json:"nodes"`
+	Pods        []Pod     `json:"pods"`
+	Services    []Service `json:"services"`
+	Hosts       []Host    `json:"hosts"`
 }
 
 // Node is a cluster node: a namespace with the node's NIC, its cni0 bridge and
 // its VXLAN device.
 type Node struct {
-	Name       string  `json:"name"`
-	Netns      string  `json:"netns"`
-	NetnsPath  string  `json:"netns_path"`
-	InternalIP string  `json:"internal_ip"`
-	NIC        string  `json:"nic"`
-	PodCIDR    string  `json:"pod_cidr"`
-	Bridge     string  `json:"bridge"`
-	BridgeIP   string  `json:"bridge_ip"`
-	Overlay    Overlay `json:"overlay"`
+	Name       string `json:"name"`
+	Netns      string `json:"netns"`
+	NetnsPath  string `json:"netns_path"`
+	InternalIP string `json:"internal_ip"`
+	// InternalIP6 is the node's second InternalIP, on the same NIC.
+	InternalIP6 string  `json:"internal_ip6"`
+	NIC         string  `json:"nic"`
+	PodCIDR     string  `json:"pod_cidr"`
+	PodCIDR6    string  `json:"pod_cidr6"`
+	Bridge      string  `json:"bridge"`
+	BridgeIP    string  `json:"bridge_ip"`
+	BridgeIP6   string  `json:"bridge_ip6"`
+	Overlay     Overlay `json:"overlay"`
 	// KubeProxy is "Running" or the reason it is not (the lab's Kubernetes view).
 	KubeProxy string `json:"kube_proxy"`
 	// ExtraNICs are further interfaces (node-b has a management NIC).
@@ -95,7 +111,10 @@ type Overlay struct {
 	Local   string `json:"local"`
 	MAC     string `json:"mac"`
 	Address string `json:"address"`
-	MTU     int    `json:"mtu"`
+	// Address6 is the device's IPv6 address: the same device carries both
+	// families, so its MTU must fit both.
+	Address6 string `json:"address6"`
+	MTU      int    `json:"mtu"`
 }
 
 // Pod is a pod: its own namespace with eth0 and a resolv.conf.
@@ -106,6 +125,7 @@ type Pod struct {
 	Netns      string `json:"netns"`
 	NetnsPath  string `json:"netns_path"`
 	IP         string `json:"ip"`
+	IP6        string `json:"ip6"`
 	Interface  string `json:"interface"`
 	HostVeth   string `json:"host_veth"`
 	MTU        int    `json:"mtu"`
@@ -138,7 +158,7 @@ type ServicePort struct {
 }
 
 // Endpoint is one backend of a Service. Pod is empty for host-network
-// endpoints (the API server).
+// endpoints (the API server). IP is IPv4: Services are single-stack.
 type Endpoint struct {
 	Pod   string `json:"pod,omitempty"`
 	Node  string `json:"node"`
@@ -154,6 +174,8 @@ type Host struct {
 	Netns     string `json:"netns"`
 	NetnsPath string `json:"netns_path"`
 	IP        string `json:"ip"`
+	// IP6 is empty for a host that has no IPv6 address (the management host).
+	IP6 string `json:"ip6,omitempty"`
 }
 
 // Addresses of the lab. All are inside 198.18.0.0/15 (RFC 2544, benchmarking).
@@ -180,6 +202,44 @@ const (
 	vxlanVNI     = 1
 )
 
+// IPv6 addresses of the lab. All are inside 2001:2::/48 (RFC 5180,
+// benchmarking), that is 2001:2:0:XXXX::/64 networks only: 2001:2:1::/56 or
+// 2001:2:10::/64 would already lie outside it. The underlay is 2001:2::/64,
+// the outside link 2001:2:0:10::/64, the cluster network 2001:2:0:100::/56
+// with one /64 per node whose addresses mirror their IPv4 twins (mirror6).
+const (
+	routerUL6    = "2001:2::1"
+	nodeAIP6     = "2001:2::11"
+	nodeBIP6     = "2001:2::12"
+	routerOut6   = "2001:2:0:10::1"
+	extIP6       = "2001:2:0:10::10"
+	clusterCIDR6 = "2001:2:0:100::/56"
+)
+
+// mirror6 gives a pod-network IPv4 address (198.19.X.Y) its IPv6 twin
+// 2001:2:0:1XX::Y, written with the same digits, so that a person reading a
+// capture sees at once which pod an IPv6 address belongs to: 198.19.1.10 is
+// 2001:2:0:101::10. A CIDR keeps its place: 198.19.1.0/24 becomes the /64
+// 2001:2:0:101::/64. X must be below 100 to stay inside the /56.
+func mirror6(v4 string) string {
+	addr, bits, isCIDR := strings.Cut(v4, "/")
+	var a, b, c, d int
+	if _, err := fmt.Sscanf(addr, "%d.%d.%d.%d", &a, &b, &c, &d); err != nil || a != 198 || b != 19 || c >= 100 {
+		panic(fmt.Sprintf("mirror6: %q is not a pod-network address", v4)) // the topology is fixed
+	}
+	out := fmt.Sprintf("2001:2:0:1%02d::", c)
+	if d != 0 {
+		out += strconv.Itoa(d)
+	}
+	if isCIDR {
+		if bits != "24" {
+			panic(fmt.Sprintf("mirror6: %q: only /24 PodCIDRs have a twin", v4))
+		}
+		out += "/64"
+	}
+	return out
+}
+
 // New returns the description of a lab instance. It is a pure function of the
 // instance name: building, status and cleanup all derive names from it.
 func New(instance string) (*Lab, error) {
@@ -195,21 +255,25 @@ func New(instance string) (*Lab, error) {
 		StateDir:      filepath.Join(StateRoot, instance),
 		ClusterDomain: "cluster.local",
 		ClusterCIDR:   clusterCIDR,
+		ClusterCIDR6:  clusterCIDR6,
 		ServiceCIDR:   serviceCIDR,
 		DNSService:    "kube-system/kube-dns",
 		OutsideName:   "example.com",
 	}
-	mkNode := func(name, ip, cidr, bridgeIP, vtepAddr, mac string) Node {
+	mkNode := func(name, ip, ip6, cidr, bridgeIP, vtepAddr, mac string) Node {
 		n, p := ns(name)
 		return Node{
-			Name: name, Netns: n, NetnsPath: p, InternalIP: ip, NIC: "eth0",
-			PodCIDR: cidr, Bridge: "cni0", BridgeIP: bridgeIP, KubeProxy: "Running",
+			Name: name, Netns: n, NetnsPath: p, InternalIP: ip, InternalIP6: ip6, NIC: "eth0",
+			PodCIDR: cidr, PodCIDR6: mirror6(cidr), Bridge: "cni0", BridgeIP: bridgeIP, BridgeIP6: mirror6(bridgeIP),
+			KubeProxy: "Running",
+			// Like flannel, the VTEP address is the PodCIDR's network
+			// address, in both families.
 			Overlay: Overlay{Device: "flannel.1", Type: "vxlan", VNI: vxlanVNI, Port: vxlanPort,
-				Local: ip, MAC: mac, Address: vtepAddr, MTU: vxlanMTU},
+				Local: ip, MAC: mac, Address: vtepAddr, Address6: mirror6(vtepAddr), MTU: vxlanMTU},
 		}
 	}
-	nodeA := mkNode("node-a", nodeAIP, "198.19.1.0/24", "198.19.1.1", "198.19.1.0", "02:4e:44:00:01:01")
-	nodeB := mkNode("node-b", nodeBIP, "198.19.2.0/24", "198.19.2.1", "198.19.2.0", "02:4e:44:00:02:01")
+	nodeA := mkNode("node-a", nodeAIP, nodeAIP6, "198.19.1.0/24", "198.19.1.1", "198.19.1.0", "02:4e:44:00:01:01")
+	nodeB := mkNode("node-b", nodeBIP, nodeBIP6, "198.19.2.0/24", "198.19.2.1", "198.19.2.0", "02:4e:44:00:02:01")
 	// Each node has a second NIC to the deployment/management host, as the
 	// seed's master had (eth0 on the node network, another NIC elsewhere).
 	nodeA.ExtraNICs = []NIC{{Name: "eth1", Address: nodeAMgmtIP + "/24", Gateway: mgmtAIP}}
@@ -219,7 +283,7 @@ func New(instance string) (*Lab, error) {
 	mkPod := func(namespace, name, node, ip string, ports ...int) Pod {
 		n, p := ns(namespace + "-" + name)
 		return Pod{
-			Namespace: namespace, Name: name, Node: node, Netns: n, NetnsPath: p, IP: ip,
+			Namespace: namespace, Name: name, Node: node, Netns: n, NetnsPath: p, IP: ip, IP6: mirror6(ip),
 			Interface: "eth0", HostVeth: hostVethName(namespace, name), MTU: vxlanMTU,
 			ResolvConf: filepath.Join("/etc/netns", n, "resolv.conf"), Ports: ports, Ready: true,
 		}
@@ -245,14 +309,15 @@ func New(instance string) (*Lab, error) {
 			Endpoints: []Endpoint{{Pod: "default/web", Node: "node-a", IP: "198.19.1.10", Ready: true}}},
 	}
 
-	mkHost := func(name, role, ip string) Host {
+	mkHost := func(name, role, ip, ip6 string) Host {
 		n, p := ns(name)
-		return Host{Name: name, Role: role, Netns: n, NetnsPath: p, IP: ip}
+		return Host{Name: name, Role: role, Netns: n, NetnsPath: p, IP: ip, IP6: ip6}
 	}
 	l.Hosts = []Host{
-		mkHost("router", "underlay switch and router to the outside network", routerUL),
-		mkHost("ext", "outside host: HTTP on :80 and the upstream DNS", extIP),
-		mkHost("mgmt", "management host on the nodes' second NICs; does not route", mgmtBIP),
+		mkHost("router", "underlay switch and router to the outside network", routerUL, routerUL6),
+		mkHost("ext", "outside host: HTTP on :80 and the upstream DNS", extIP, extIP6),
+		// The management network is IPv4 only, as deployment networks often are.
+		mkHost("mgmt", "management host on the nodes' second NICs; does not route", mgmtBIP, ""),
 	}
 	return l, nil
 }

@@ -57,6 +57,26 @@ func TestLab(t *testing.T) {
 		requireHealthy(t, l, "healthy lab")
 	})
 
+	// IPv6 is on but quiet: no namespace has ever sent a router
+	// solicitation (the IPv6 sysctls are in place before the first link
+	// exists), and none sends MLD reports or router advertisements while
+	// nothing changes, so captures show only the traffic under test.
+	t.Run("ipv6-quiet", func(t *testing.T) {
+		before := icmp6Out(t, l)
+		time.Sleep(1500 * time.Millisecond)
+		after := icmp6Out(t, l)
+		for ns, a := range after {
+			if n := a["Icmp6OutRouterSolicits"]; n != 0 {
+				t.Errorf("%s sent %d router solicitations", ns, n)
+			}
+			for _, k := range []string{"Icmp6OutMLDv2Reports", "Icmp6OutGroupMembResponses", "Icmp6OutRouterAdvertisements"} {
+				if d := a[k] - before[ns][k]; d != 0 {
+					t.Errorf("%s: %s rose by %d in an idle lab", ns, k, d)
+				}
+			}
+		}
+	})
+
 	t.Run("status", func(t *testing.T) {
 		st, err := lab.GetStatus(l.Instance)
 		if err != nil {
@@ -69,7 +89,9 @@ func TestLab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{`"netns_path"`, `"cluster_ip":"198.18.96.20"`, `"dns_service"`} {
+		for _, want := range []string{`"netns_path"`, `"cluster_ip":"198.18.96.20"`, `"dns_service"`,
+			`"cluster_cidr6":"2001:2:0:100::/56"`, `"ip6":"2001:2:0:101::10"`, `"internal_ip6":"2001:2::11"`,
+			`"pod_cidr6":"2001:2:0:102::/64"`, `"bridge_ip6":"2001:2:0:101::1"`, `"address6":"2001:2:0:102::"`, `"ip6":"2001:2:0:10::10"`} {
 			if !strings.Contains(string(b), want) {
 				t.Errorf("status JSON lacks %s: %s", want, b)
 			}
@@ -124,6 +146,31 @@ func TestLab(t *testing.T) {
 			requireHealthy(t, l, "after clear")
 		})
 	}
+}
+
+// icmp6Out reads the ICMPv6 output counters of every namespace of the lab.
+func icmp6Out(t *testing.T, l *lab.Lab) map[string]map[string]int {
+	t.Helper()
+	const snmp6 = "/proc/thread-self/net/snmp6"
+	out := map[string]map[string]int{}
+	for _, name := range l.Namespaces() {
+		ns := labtest.OpenNS(t, filepath.Join("/run/netns", name))
+		files, errs, err := ns.ReadFiles([]string{snmp6})
+		if err != nil || errs[snmp6] != nil {
+			t.Fatalf("read %s in %s: %v %v", snmp6, name, err, errs[snmp6])
+		}
+		counters := map[string]int{}
+		for _, line := range strings.Split(string(files[snmp6]), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "Icmp6Out") {
+				counters[f[0]], _ = strconv.Atoi(f[1])
+			}
+		}
+		if len(counters) == 0 {
+			t.Fatalf("%s: no Icmp6Out counters in %s", name, snmp6)
+		}
+		out[name] = counters
+	}
+	return out
 }
 
 // TestDownRemovesEverything proves lab down removes every namespace, process

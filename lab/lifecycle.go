@@ -102,7 +102,7 @@ func existingNamespaces(l *Lab) []string {
 }
 
 // RequiredTools are the programs the lab runs.
-var RequiredTools = []string{"ip", "iptables-restore", "nft", "coredns"}
+var RequiredTools = []string{"ip", "iptables-restore", "ip6tables-restore", "nft", "coredns"}
 
 // Up builds the lab instance. It refuses to build over an existing one, and
 // removes what it built if a step fails, so there is never half a lab.
@@ -165,14 +165,19 @@ func Up(ctx context.Context, instance string, log *slog.Logger) (*Lab, error) {
 	return d.Lab, nil
 }
 
+// checkIptablesBackend refuses the legacy backend, whose tables `nft flush
+// ruleset` would not remove. iptables and ip6tables are separate alternatives,
+// so each is checked.
 func checkIptablesBackend(ctx context.Context) error {
-	restore, err := tools.Find("iptables-restore")
-	if err != nil {
-		return err
-	}
-	out, _ := osexec.CommandContext(ctx, restore, "--version").CombinedOutput()
-	if strings.Contains(string(out), "legacy") {
-		return errors.New("the lab needs iptables with the nf_tables backend (Debian's default), found legacy: run `update-alternatives --set iptables /usr/sbin/iptables-nft`")
+	for _, prog := range []string{"iptables", "ip6tables"} {
+		restore, err := tools.Find(prog + "-restore")
+		if err != nil {
+			return err
+		}
+		out, _ := osexec.CommandContext(ctx, restore, "--version").CombinedOutput()
+		if strings.Contains(string(out), "legacy") {
+			return fmt.Errorf("the lab needs %s with the nf_tables backend (Debian's default), found legacy: run `update-alternatives --set %s /usr/sbin/%s-nft`", prog, prog, prog)
+		}
 	}
 	return nil
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -86,6 +84,26 @@ func checkDrops(v string) error {
 	return fmt.Errorf("--drops %q: accepted: auto (eBPF, else tracefs), ebpf, tracefs, off", v)
 }
 
+// checkFiles checks the files the flags name before anything runs: the
+// resolv.conf must be one (a regular file of sane size, so /dev/zero or a
+// FIFO is refused), and the pcap must be writable where it is asked for.
+func (f *probeFlags) checkFiles() error {
+	if f.resolvConf != "" {
+		if _, err := collectors.ReadResolvConf(f.resolvConf); err != nil {
+			return fmt.Errorf("--resolv-conf: %w", err)
+		}
+	}
+	if f.pcap != "" {
+		if f.capture <= 0 {
+			return fmt.Errorf("--pcap %s needs --capture DURATION (e.g. --capture 3s)", f.pcap)
+		}
+		if err := collectors.CheckWritable(f.pcap); err != nil {
+			return fmt.Errorf("--pcap: %w", err)
+		}
+	}
+	return nil
+}
+
 // open validates the flags and opens the namespaces. It returns a usage
 // error (exit 2) for anything the user typed wrong.
 func (f *probeFlags) open() (*collectors.Target, *collectors.Params, func(), error) {
@@ -109,10 +127,8 @@ func (f *probeFlags) open() (*collectors.Target, *collectors.Params, func(), err
 	if f.capture < 0 || f.capture > collectors.MaxCaptureDuration {
 		return nil, nil, nil, fmt.Errorf("--capture %s: give a duration between 1s and %s, e.g. 3s", f.capture, collectors.MaxCaptureDuration)
 	}
-	if f.resolvConf != "" {
-		if _, err := os.Stat(f.resolvConf); err != nil {
-			return nil, nil, nil, fmt.Errorf("--resolv-conf: %w", err)
-		}
+	if err := f.checkFiles(); err != nil {
+		return nil, nil, nil, err
 	}
 	p.Capture = collectors.CaptureOptions{Duration: f.capture, Filter: f.filter, File: f.pcap, Iface: f.iface, Payload: f.payload}
 	if err := checkDrops(f.drops); err != nil {
@@ -175,37 +191,38 @@ func runCollect(c *cli, args []string) int {
 	defer closeAll()
 	ctx, cancel := signalContext()
 	defer cancel()
-	if err := p.Prepare(t); err != nil {
-		return c.failure("collect", err)
-	}
 	if p.To != nil && !p.To.Addr.IsValid() {
-		if err := collectors.ResolveDest(ctx, t.Source, p.ResolvConf, p.To, time.Second); err != nil {
-			return c.usageError("collect", "--to: %v", err)
+		rc := p.ResolvConf
+		if rc == "" {
+			rc = collectors.DefaultResolvConf(t.Source.Path())
 		}
-		p.Src = netip.Addr{}
-		if err := p.Prepare(t); err != nil {
-			return c.failure("collect", err)
+		if err := collectors.ResolveDest(ctx, t.Source, rc, p.To, time.Second); err != nil {
+			return c.usageError("collect", "--to: %v", err)
 		}
 	}
 	if *maxPackets <= 0 || *maxBytes <= 0 {
 		return c.usageError("collect", "--capture-packets and --capture-bytes must be positive")
 	}
 	p.Capture.MaxPackets, p.Capture.MaxBytes = *maxPackets, *maxBytes
+	jobs := t.Jobs(names...)
 	if len(names) == 0 {
-		names = defaultCollectors(p, pf.drops != "off")
+		jobs = collectors.DefaultJobs(t.Present(), p, pf.drops != "off")
 	}
 	for _, n := range names {
-		if err := needsFor(n, p); err != nil {
+		if err := collectors.Needs(n, p); err != nil {
 			return c.usageError("collect", "%v", err)
 		}
 	}
-	if slices.Contains(names, "capture") {
+	if slices.ContainsFunc(jobs, func(j collectors.Job) bool { return j.Collector == "capture" }) {
 		if err := collectors.CheckCapture(ctx, t, p); err != nil {
 			return c.usageError("collect", "%v", err)
 		}
 	}
+	if err := collectors.Prepare(t, p, jobs); err != nil {
+		return c.failure("collect", err)
+	}
 	start := time.Now()
-	evs := collectors.Run(ctx, t, t.Jobs(names...), p)
+	evs := collectors.Run(ctx, t, jobs, p)
 	c.log.Debug("collected", "collectors", len(evs), "took", time.Since(start))
 	if *out == "json" {
 		return writeJSON(c, struct {
@@ -225,45 +242,4 @@ func runCollect(c *cli, args []string) int {
 	}
 	fmt.Fprintf(c.stdout, "total %.2fs\n", time.Since(start).Seconds())
 	return exitOK
-}
-
-// defaultCollectors are the collectors that apply to the question asked;
-// the drops watch wraps the probes unless --drops off.
-func defaultCollectors(p *collectors.Params, drops bool) []string {
-	names := []string{"links", "routes", "neighbours", "sysctls", "sockets", "iptables", "nftables", "ipvs", "resolv"}
-	if p.To != nil {
-		names = append(names, "ping", "pmtu", "hops")
-		if p.To.Port != 0 {
-			names = append(names, "tcp")
-		}
-	}
-	if len(p.DNS) > 0 {
-		names = append(names, "dns")
-	}
-	if p.Capture.Duration > 0 {
-		names = append(names, "capture")
-	}
-	if drops && slices.ContainsFunc(names, collectors.IsProbe) {
-		names = append(names, "drops")
-	}
-	return names
-}
-
-// needsFor says what a collector selected by hand lacks.
-func needsFor(name string, p *collectors.Params) error {
-	switch name {
-	case "ping", "pmtu", "hops":
-		if p.To == nil {
-			return fmt.Errorf("collector %s needs --to IP", name)
-		}
-	case "tcp":
-		if p.To == nil || p.To.Port == 0 {
-			return fmt.Errorf("collector tcp needs --to HOST:PORT with a port")
-		}
-	case "dns":
-		if len(p.DNS) == 0 {
-			return fmt.Errorf("collector dns needs --dns NAME")
-		}
-	}
-	return nil
 }

@@ -133,9 +133,14 @@ func runDiagnose(c *cli, args []string) int {
 		}
 		n.Close()
 	}
-	if req.ResolvConf != "" {
-		if _, err := os.Stat(req.ResolvConf); err != nil {
-			return c.usageError("diagnose", "--resolv-conf: %v", err)
+	// Files the flags name are checked before anything runs: a resolv.conf
+	// that is no such file, a pcap that cannot be written.
+	if err := pf.checkFiles(); err != nil {
+		return c.usageError("diagnose", "%v", err)
+	}
+	if req.ResolvConf != "" && req.ResolvConf != pf.resolvConf {
+		if _, err := collectors.ReadResolvConf(req.ResolvConf); err != nil {
+			return c.usageError("diagnose", "%v", err)
 		}
 	}
 	ctx, cancel := signalContext()
@@ -146,6 +151,8 @@ func runDiagnose(c *cli, args []string) int {
 		}
 	}
 	if req.To != nil && !req.To.Addr.IsValid() {
+		// A name resolves the way the pod would resolve it; with both A
+		// and AAAA records, both families are probed.
 		src, err := netns.Open(req.Source)
 		if err != nil {
 			return c.usageError("diagnose", "--netns: %v", err)
@@ -154,10 +161,17 @@ func runDiagnose(c *cli, args []string) int {
 		if rc == "" {
 			rc = collectors.DefaultResolvConf(src.Path())
 		}
-		err = collectors.ResolveDest(ctx, src, rc, req.To, time.Second)
+		addrs, err := collectors.ResolveName(ctx, src, rc, req.To.Name, time.Second)
 		src.Close()
 		if err != nil {
 			return c.usageError("diagnose", "--to: %v", err)
+		}
+		req.To.Addr = addrs[0]
+		for _, a := range addrs[1:] {
+			if a.Is4() != addrs[0].Is4() {
+				req.AltTo = &collectors.Dest{Addr: a, Port: req.To.Port, Name: req.To.Name}
+				break
+			}
 		}
 	}
 	if err := req.Validate(); err != nil {

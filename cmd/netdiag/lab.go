@@ -23,9 +23,12 @@ const labUsage = `Usage: netdiag lab SUBCOMMAND [flags]
 The fault lab builds a small Kubernetes cluster network out of network
 namespaces on this machine: two nodes joined by an underlay, flannel-style
 VXLAN (flannel.1, UDP 8472), cni0 bridges, pods, kube-proxy iptables rules for
-Services, real CoreDNS, and an outside host behind a router. It then breaks it
-the ways the taxonomy and the seed incidents describe. It uses only
-198.18.0.0/15, changes nothing in this machine's own network namespace, and
+Services, real CoreDNS, and an outside host behind a router. It is dual-stack:
+nodes, pods, bridges, the overlay and the outside host have IPv4 and IPv6
+addresses, and IPv6 pod traffic crosses the same VXLAN; Services are IPv4
+single-stack (no IPv6 ClusterIPs). It then breaks it the ways the taxonomy and
+the seed incidents describe, in either family. It uses only 198.18.0.0/15 and
+2001:2::/48, changes nothing in this machine's own network namespace, and
 names everything ndl-INSTANCE-*. Needs root.
 
 Subcommands:
@@ -229,13 +232,17 @@ no fault, and why.
 		return writeJSON(c, map[string]any{"faults": lab.Faults, "uninjectable": lab.Uninjectable})
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FAULT\tCLASS/CAUSE\tSEED\tWHAT IT DOES")
+	fmt.Fprintln(tw, "FAULT\tCLASS/CAUSE\tFAMILY\tSEED\tWHAT IT DOES")
 	for _, f := range lab.Faults {
 		seed := ""
 		if f.Seed != "" {
 			seed = "seed"
 		}
-		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\n", f.Name, f.Class, f.Cause, seed, f.Summary)
+		family := f.Family
+		if family == "" {
+			family = "both"
+		}
+		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\n", f.Name, f.Class, f.Cause, family, seed, f.Summary)
 	}
 	tw.Flush()
 	fmt.Fprintln(c.stdout, "\nCauses without a fault:")
@@ -320,8 +327,9 @@ func labCheck(c *cli, args []string) int {
 	fs := c.newFlags("lab check", `Usage: netdiag lab check [--instance NAME] [-o text|json]
 
 Runs the lab's connectivity checks by plain means, from inside the lab's
-namespaces: ping (iputils), TCP connects and HTTP requests, and dig with the
-pod's own resolv.conf. A healthy lab passes them all.
+namespaces: ping (iputils, -4 and -6), TCP connects and HTTP requests over
+IPv4 and IPv6, and dig (A and AAAA) with the pod's own resolv.conf. A healthy
+lab passes them all.
 `)
 	inst := instanceFlag(fs)
 	out := outputFlag(fs, "text", "text", "json")
@@ -380,7 +388,8 @@ func printMap(w io.Writer, st *lab.Status) {
 		fmt.Fprintf(w, " since %s", st.Since.Local().Format("15:04:05"))
 	}
 	fmt.Fprintf(w, "), faults: %s\n", faults)
-	fmt.Fprintf(w, "cluster %s, Services %s, domain %s, DNS Service %s\n", st.ClusterCIDR, st.ServiceCIDR, st.ClusterDomain, st.DNSService)
+	fmt.Fprintf(w, "cluster %s and %s, Services %s (IPv4 single-stack), domain %s, DNS Service %s\n",
+		st.ClusterCIDR, st.ClusterCIDR6, st.ServiceCIDR, st.ClusterDomain, st.DNSService)
 
 	// One table per section: columns of different sections have nothing to
 	// do with each other, so they must not share widths.
@@ -391,19 +400,19 @@ func printMap(w io.Writer, st *lab.Status) {
 		rows(tw)
 		tw.Flush()
 	}
-	table("NODE\tINTERNAL IP\tPODCIDR\tOVERLAY\tKUBE-PROXY\tNETNS", func(tw io.Writer) {
+	table("NODE\tINTERNAL IP\tINTERNAL IPV6\tPODCIDR\tPODCIDR6\tOVERLAY\tKUBE-PROXY\tNETNS", func(tw io.Writer) {
 		for _, n := range st.Nodes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s vxlan vni %d port %d local %s mtu %d\t%s\t%s\n", n.Name, n.InternalIP, n.PodCIDR,
-				n.Overlay.Device, n.Overlay.VNI, n.Overlay.Port, n.Overlay.Local, n.Overlay.MTU, n.KubeProxy, n.NetnsPath)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s vxlan vni %d port %d local %s mtu %d\t%s\t%s\n", n.Name, n.InternalIP, n.InternalIP6,
+				n.PodCIDR, n.PodCIDR6, n.Overlay.Device, n.Overlay.VNI, n.Overlay.Port, n.Overlay.Local, n.Overlay.MTU, n.KubeProxy, n.NetnsPath)
 		}
 	})
-	table("POD\tIP\tNODE\tPORTS\tREADY\tNETNS", func(tw io.Writer) {
+	table("POD\tIP\tIPV6\tNODE\tPORTS\tREADY\tNETNS", func(tw io.Writer) {
 		for _, p := range st.Pods {
 			ports := strings.Trim(strings.Join(strings.Fields(fmt.Sprint(p.Ports)), ","), "[]")
 			if ports == "" {
 				ports = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", p.Key(), p.IP, p.Node, ports, p.Ready, p.NetnsPath)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", p.Key(), p.IP, p.IP6, p.Node, ports, p.Ready, p.NetnsPath)
 		}
 	})
 	table("SERVICE\tCLUSTER IP\tPORTS\tENDPOINTS", func(tw io.Writer) {
@@ -429,9 +438,13 @@ func printMap(w io.Writer, st *lab.Status) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Key(), s.ClusterIP, strings.Join(ports, ","), strings.Join(eps, ", "))
 		}
 	})
-	table("HOST\tIP\tNETNS\tROLE", func(tw io.Writer) {
+	table("HOST\tIP\tIPV6\tNETNS\tROLE", func(tw io.Writer) {
 		for _, h := range st.Hosts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", h.Name, h.IP, h.NetnsPath, h.Role)
+			ip6 := h.IP6
+			if ip6 == "" {
+				ip6 = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.IP, ip6, h.NetnsPath, h.Role)
 		}
 	})
 	if len(st.Processes) > 0 {

@@ -2,8 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netdiag/netdiag/lab/labtest"
 )
@@ -33,7 +39,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "tcp", "--to", "10.0.0.1"}, "needs --to HOST:PORT"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "10m"}, "between 1s and 5m0s"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "soon"}, "invalid value"},
-		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors, diagnose, drops"},
+		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors, diagnose, drops, tracer"},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--drops", "bpf"}, `--drops "bpf": accepted: auto (eBPF, else tracefs), ebpf, tracefs, off`},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--drops", "kprobe"}, "accepted: auto"},
 		{[]string{"diagnose"}, "--netns is required"},
@@ -73,6 +79,66 @@ func TestHelp(t *testing.T) {
 		if !strings.Contains(out.String(), "Usage") && !strings.Contains(out.String(), "Commands:") {
 			t.Errorf("%v: help does not show usage: %q", args, out.String())
 		}
+	}
+}
+
+// TestFilesBeforeAnythingRuns: files the flags name are checked before any
+// probe runs, with bounds: a device or a FIFO named as resolv.conf is
+// refused at once (never read without end, never waited on), and a pcap that
+// cannot be written is an error, not a finding without its pcap.
+func TestFilesBeforeAnythingRuns(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.conf")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), 40000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--resolv-conf", "/dev/zero", "--dns", "example.com"}, "/dev/zero is not a regular file (a character device)"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--resolv-conf", fifo, "--dns", "example.com"}, "is not a regular file (a FIFO)"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--resolv-conf", big, "--dns", "example.com"}, "larger than allowed"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--resolv-conf", "/dev/zero"}, "not a regular file"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--to", "198.18.0.1:80", "--capture", "1s", "--pcap", "/nonexistent-netdiag/x.pcap"}, "folder /nonexistent-netdiag does not exist"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--to", "198.18.0.1:80", "--capture", "1s", "--pcap", dir}, "it is a folder"},
+		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--to", "198.18.0.1:80", "--pcap", filepath.Join(dir, "x.pcap")}, "needs --capture"},
+		{[]string{"collect", "--netns", "/proc/self/ns/net", "--to", "198.18.0.1", "--capture", "1s", "--pcap", "/nonexistent-netdiag/x.pcap"}, "does not exist"},
+	} {
+		start := time.Now()
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		if code != exitUsage || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 saying %q", tc.args, code, errb.String(), tc.want)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%v: took %s to refuse", tc.args, d)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.pcap")); err == nil {
+		t.Error("a pcap was left behind by a refused run")
+	}
+}
+
+// TestIPv6Destination: an IPv6 destination is diagnosed, not a crash: from
+// a bare namespace with no IPv6 route, the verdict is that route.
+func TestIPv6Destination(t *testing.T) {
+	b := labtest.NewBare(t, "tcli", "a")
+	var out, errb bytes.Buffer
+	code := run([]string{"diagnose", "--netns", b.Path("a"), "--node-netns", b.Path("a"), "--to", "[2001:2:0:ffff::2]:80", "-o", "json"}, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var f struct{ Class, Cause string }
+	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Class+"/"+f.Cause != "network-unreachable/route" {
+		t.Errorf("got %s/%s, want network-unreachable/route\n%s", f.Class, f.Cause, out.String())
 	}
 }
 

@@ -15,8 +15,8 @@ import (
 
 type bpfConnKey struct {
 	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
+	Saddr [16]uint8
+	Daddr [16]uint8
 	Sport uint16
 	Dport uint16
 }
@@ -28,24 +28,25 @@ type bpfDropEvent struct {
 	Reason      uint32
 	Netns       uint32
 	Ifindex     uint32
-	Saddr       uint32
-	Daddr       uint32
 	Sport       uint16
 	Dport       uint16
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Dev         [16]int8
 	Proto       uint8
 	Dir         uint8
-	Dev         [16]int8
+	Family      uint8
 	TcpFlags    uint8
 	IcmpCode    uint8
 	Ttl         uint8
 	Unconfirmed uint8
-	Pad         [2]uint8
+	Pad         uint8
 }
 
 type bpfFlowKey struct {
 	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
+	Saddr [16]uint8
+	Daddr [16]uint8
 	Port  uint16
 	Proto uint8
 	Dir   uint8

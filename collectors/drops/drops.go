@@ -28,7 +28,9 @@ import (
 
 // Flow is a probe's flow as the tracer matches it: protocol, the probe's
 // source and destination, and the destination port (0 for ICMP). Answers
-// (the reverse direction) match too.
+// (the reverse direction) match too. Both addresses are IPv4 or both IPv6
+// (v4-mapped ones count as IPv4); Proto is "tcp", "udp", "icmp" or "icmp6",
+// and "icmp" between IPv6 addresses means ICMPv6, the only ICMP there is.
 type Flow struct {
 	Proto string     `json:"proto"`
 	Src   netip.Addr `json:"src"`
@@ -49,17 +51,21 @@ type Drop struct {
 	// NetnsName names a namespace that is none of them: its /run/netns
 	// name, else a process in it.
 	NetnsName string `json:"netns_name,omitempty"`
-	// Packet says what was dropped: SYN, SYN-ACK, RST, ACK, "echo request"...
+	// Packet says what was dropped: SYN, SYN-ACK, RST, ACK, "echo request",
+	// "packet too big"...
 	Packet string `json:"packet,omitempty"`
-	Proto  string `json:"proto"`
+	// Proto is "tcp", "udp", "icmp" (IPv4) or "icmp6" (ICMPv6).
+	Proto string `json:"proto"`
+	// Family is 4 or 6.
+	Family uint8  `json:"family,omitempty"`
 	Src    string `json:"src"`
 	Dst    string `json:"dst"`
 	SPort  uint16 `json:"sport,omitempty"`
 	DPort  uint16 `json:"dport,omitempty"`
 	// Answer is true for a packet of the reverse direction (a reply).
 	Answer bool `json:"answer,omitempty"`
-	// TTL is the packet's TTL when it was dropped; a TTL-limited probe
-	// (hops) that expires is dropped on purpose.
+	// TTL is the packet's TTL (IPv6: hop limit) when it was dropped; a
+	// TTL-limited probe (hops) that expires is dropped on purpose.
 	TTL uint8 `json:"ttl"`
 }
 
@@ -103,8 +109,59 @@ type Tracer struct {
 	mu   sync.Mutex
 }
 
-var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp"}
-var protoNums = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17}
+// IP protocol numbers the program matches.
+const (
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+)
+
+// ICMPv6 is named apart from ICMP: the two are different protocols with
+// different type numbers, and a reader of Drop.Proto should not have to look
+// at the addresses to tell which types Packet was decoded from.
+var protoNames = map[uint8]string{protoICMP: "icmp", protoTCP: "tcp", protoUDP: "udp", protoICMPv6: "icmp6"}
+
+// flowProto is the IP protocol number a Flow stands for between its
+// addresses' family, false for a protocol the program does not match.
+func flowProto(name string, v6 bool) (uint8, bool) {
+	switch strings.ToLower(name) {
+	case "tcp":
+		return protoTCP, true
+	case "udp":
+		return protoUDP, true
+	case "icmp":
+		// Callers name ping "icmp" whatever the family.
+		if v6 {
+			return protoICMPv6, true
+		}
+		return protoICMP, true
+	case "icmp6", "icmpv6", "ipv6-icmp":
+		return protoICMPv6, v6
+	}
+	return 0, false
+}
+
+// flowKeys are the program's keys for a flow, the probe's direction then its
+// answers'; false for a flow it cannot match (mixed or invalid families, an
+// unknown protocol).
+func flowKeys(f Flow) (fwd, rev bpfFlowKey, ok bool) {
+	src, dst := f.Src.Unmap(), f.Dst.Unmap()
+	if !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() {
+		return fwd, rev, false
+	}
+	p, ok := flowProto(f.Proto, src.Is6())
+	if !ok {
+		return fwd, rev, false
+	}
+	port := f.DPort
+	if p == protoICMP || p == protoICMPv6 {
+		port = 0
+	}
+	fwd = bpfFlowKey{Saddr: src.As16(), Daddr: dst.As16(), Port: port, Proto: p, Dir: 0}
+	rev = bpfFlowKey{Saddr: dst.As16(), Daddr: src.As16(), Port: port, Proto: p, Dir: 1}
+	return fwd, rev, true
+}
 
 // Start watches drops of the flows in the namespaces (inode -> name). It
 // never fails: when neither eBPF nor tracefs works, the result says so and
@@ -129,7 +186,11 @@ func Start(flows []Flow, namespaces map[uint64]string, opts Options) *Tracer {
 		t.res.LoadMS = float64(time.Since(start).Microseconds()) / 1000
 		if err == nil {
 			t.res.Method, t.res.Approximate = "tracefs", true
-			t.res.Note = "approximate: drops seen through tracefs, matched to the probes by time and protocol (IPv4) only, not by 5-tuple or namespace"
+			note := "approximate: drops seen through tracefs, matched to the probes by time and protocol (IPv4 and IPv6) only, not by 5-tuple or namespace"
+			if t.res.Note != "" {
+				note += "; " + t.res.Note
+			}
+			t.res.Note = note
 			if ebpfErr != nil {
 				t.res.Note += "; eBPF was not available: " + ebpfErr.Error()
 			}
@@ -246,22 +307,16 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 		return err
 	}
 	for _, f := range flows {
-		if !f.Src.Is4() || !f.Dst.Is4() {
+		fwd, rev, ok := flowKeys(f)
+		if !ok {
 			continue
 		}
-		p := protoNums[f.Proto]
-		port := f.DPort
-		if p == 1 {
-			port = 0
-		}
 		one := uint8(1)
-		fwd := bpfFlowKey{Saddr: be32(f.Src), Daddr: be32(f.Dst), Port: port, Proto: p, Dir: 0}
-		rev := bpfFlowKey{Saddr: be32(f.Dst), Daddr: be32(f.Src), Port: port, Proto: p, Dir: 1}
 		if err := objs.Flows.Put(fwd, one); err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("watch flow %s %s -> %s: %w", f.Proto, f.Src, f.Dst, err))
 		}
 		if err := objs.Flows.Put(rev, one); err != nil {
-			return fail(err)
+			return fail(fmt.Errorf("watch flow %s %s -> %s: %w", f.Proto, f.Dst, f.Src, err))
 		}
 	}
 	if objs.OnSetState != nil {
@@ -327,15 +382,9 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 			if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
 				continue
 			}
-			d := Drop{At: monoToWall(ev.Ts), Reason: reasons[ev.Reason], Location: syms.lookup(ev.Location),
-				Dev: cString(ev.Dev[:]), Netns: uint64(ev.Netns), Where: namespaces[uint64(ev.Netns)],
-				Proto: protoNames[ev.Proto], Src: ip4(ev.Saddr).String(), Dst: ip4(ev.Daddr).String(),
-				SPort: ev.Sport, DPort: ev.Dport, Answer: ev.Dir == 1, Packet: packetKind(ev.Proto, ev.TcpFlags, ev.IcmpCode), TTL: ev.Ttl}
-			if d.Proto == "icmp" {
-				// Only echo requests are the probes' own; replies and
-				// errors come back to them.
-				d.Answer = ev.TcpFlags != 8
-			}
+			d := eventDrop(&ev)
+			d.Reason, d.Location = reasons[ev.Reason], syms.lookup(ev.Location)
+			d.Where = namespaces[uint64(ev.Netns)]
 			if d.Reason == "" {
 				d.Reason = strconv.Itoa(int(ev.Reason))
 			}
@@ -343,6 +392,7 @@ func (t *Tracer) startEBPF(flows []Flow, namespaces map[uint64]string, anyNS boo
 				// A look-alike flood elsewhere must not grow this
 				// without bound.
 				if len(pending) < maxPending {
+					// The event's addresses are already in the keys' form.
 					c := bpfConnKey{Saddr: ev.Saddr, Daddr: ev.Daddr, Sport: ev.Sport, Dport: ev.Dport}
 					if d.Answer {
 						c = bpfConnKey{Saddr: ev.Daddr, Daddr: ev.Saddr, Sport: ev.Dport, Dport: ev.Sport}
@@ -380,15 +430,28 @@ func (t *Tracer) confirm(conns *ebpf.Map, pending []unconfirmed) {
 	}
 }
 
-func be32(a netip.Addr) uint32 {
-	b := a.As4()
-	return binary.NativeEndian.Uint32(b[:])
-}
-
-func ip4(v uint32) netip.Addr {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
+// eventDrop is what an event says by itself (reason, location and place
+// are the reader's to add).
+func eventDrop(ev *bpfDropEvent) Drop {
+	src, dst := netip.AddrFrom16(ev.Saddr), netip.AddrFrom16(ev.Daddr)
+	if ev.Family == 4 {
+		src, dst = src.Unmap(), dst.Unmap()
+	}
+	d := Drop{At: monoToWall(ev.Ts), Dev: cString(ev.Dev[:]), Netns: uint64(ev.Netns),
+		Proto: protoNames[ev.Proto], Family: ev.Family, Src: src.String(), Dst: dst.String(),
+		SPort: ev.Sport, DPort: ev.Dport, Answer: ev.Dir == 1, Packet: packetKind(ev.Proto, ev.TcpFlags, ev.IcmpCode), TTL: ev.Ttl}
+	switch ev.Proto {
+	case protoICMP, protoICMPv6:
+		// Only echo requests are the probes' own; replies and errors
+		// come back to them. The direction cannot tell: ICMP flows
+		// match between the same two addresses either way.
+		echoRequest := uint8(8)
+		if ev.Proto == protoICMPv6 {
+			echoRequest = 128
+		}
+		d.Answer = ev.TcpFlags != echoRequest
+	}
+	return d
 }
 
 func cString(b []int8) string {
@@ -465,9 +528,10 @@ func (d *Drop) Func() string {
 }
 
 // Expected reports a drop that the probes cause on purpose or that is part
-// of a normal exchange: a TTL-limited hop probe expiring at a router, a
-// socket's queue freed when a probe closes it, and a late answer reaching
-// the source after the probe's socket is gone.
+// of a normal exchange: a TTL-limited hop probe expiring at a router (IPv6
+// drops an expired hop limit as IP_INHDR too), a socket's queue freed when
+// a probe closes it, and a late answer reaching the source after the
+// probe's socket is gone.
 func (d *Drop) Expected() bool {
 	switch {
 	case d.TTL <= 1 && (d.Reason == "IP_INHDR" || strings.Contains(d.Reason, "TTL")):
@@ -476,6 +540,12 @@ func (d *Drop) Expected() bool {
 		return true
 	case d.Answer && d.Where == "source" && d.Reason == "NO_SOCKET":
 		return true
+	case d.Proto == "tcp" && (d.Packet == "FIN" || d.Packet == "ACK" || d.Packet == "RST") && (d.Reason == "NOT_SPECIFIED" || d.Reason == "NO_SOCKET"):
+		// The teardown of a probe's own connection: a probe closes as soon
+		// as it has connected, and the last FIN or ACK of either side may
+		// meet a socket already gone (or in TIME_WAIT, which frees it
+		// without a reason). Only a SYN's fate says anything.
+		return true
 	}
 	return false
 }
@@ -483,7 +553,7 @@ func (d *Drop) Expected() bool {
 // packetKind names a dropped packet the way tcpdump readers do.
 func packetKind(proto, b1, b2 uint8) string {
 	switch proto {
-	case 6:
+	case protoTCP:
 		const fin, syn, rst, psh, ack = 0x01, 0x02, 0x04, 0x08, 0x10
 		switch {
 		case b1&syn != 0 && b1&ack != 0:
@@ -500,9 +570,9 @@ func packetKind(proto, b1, b2 uint8) string {
 			return "ACK"
 		}
 		return "TCP segment"
-	case 17:
+	case protoUDP:
 		return "UDP datagram"
-	case 1:
+	case protoICMP:
 		switch b1 {
 		case 8:
 			return "echo request"
@@ -514,6 +584,22 @@ func packetKind(proto, b1, b2 uint8) string {
 			return "ICMP time exceeded"
 		}
 		return fmt.Sprintf("ICMP type %d", b1)
+	case protoICMPv6:
+		switch b1 {
+		case 128:
+			return "echo request"
+		case 129:
+			return "echo reply"
+		case 1:
+			return fmt.Sprintf("ICMPv6 unreachable (code %d)", b2)
+		case 2:
+			return "packet too big"
+		case 3:
+			return "ICMPv6 time exceeded"
+		case 4:
+			return fmt.Sprintf("ICMPv6 parameter problem (code %d)", b2)
+		}
+		return fmt.Sprintf("ICMPv6 type %d", b1)
 	}
 	return ""
 }

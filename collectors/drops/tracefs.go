@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,14 @@ func (t *Tracer) startTracefs(root string) error {
 		cleanup()
 		return fmt.Errorf("no skb:kfree_skb tracepoint: %w", err)
 	}
-	// Filter in the kernel what tracefs can: IPv4 packets that were dropped
-	// (reason above "consumed").
-	os.WriteFile(filepath.Join(ev, "filter"), []byte("protocol == 2048 && reason > 1"), 0o644)
+	// Filter in the kernel what tracefs can: IPv4 and IPv6 packets that
+	// were dropped (reason above "consumed").
+	filter := fmt.Sprintf("(protocol == %d || protocol == %d) && reason > 1", ethIPv4, ethIPv6)
+	if err := os.WriteFile(filepath.Join(ev, "filter"), []byte(filter), 0o644); err != nil {
+		// Unfiltered, the pipe carries every drop of the node, ARP and
+		// all: parseTraceLine keeps only IP ones.
+		t.res.Note = "the tracepoint's filter was refused (" + err.Error() + "): drops are filtered by netdiag instead"
+	}
 	if err := os.WriteFile(filepath.Join(ev, "enable"), []byte("1"), 0o644); err != nil {
 		cleanup()
 		return fmt.Errorf("enable skb:kfree_skb: %w", err)
@@ -120,6 +126,12 @@ func ensureTracefs(root string) error {
 	return nil
 }
 
+// EtherTypes of the packets the fallback reports.
+const (
+	ethIPv4 = 0x0800
+	ethIPv6 = 0x86dd
+)
+
 // Lines look like:
 //
 //	ping-123 [001] ..s1. 12.345678: kfree_skb: skbaddr=000000009c0b1e2a rx_sk=0000000000000000 protocol=2048 location=nft_do_chain+0x3f1/0x5a0 reason: NETFILTER_DROP
@@ -130,9 +142,18 @@ func parseTraceLine(s string) (Drop, bool) {
 	if m == nil {
 		return Drop{}, false
 	}
-	loc := m[2]
-	if i := strings.IndexByte(loc, '/'); i > 0 {
-		loc = loc[:i]
+	d := Drop{At: time.Now(), Reason: m[3], Location: m[2]}
+	if i := strings.IndexByte(d.Location, '/'); i > 0 {
+		d.Location = d.Location[:i]
 	}
-	return Drop{At: time.Now(), Reason: m[3], Location: loc, Proto: "ipv4"}, true
+	// Only the network protocol is known: Proto says which IP it was.
+	switch m[1] {
+	case strconv.Itoa(ethIPv4):
+		d.Proto, d.Family = "ipv4", 4
+	case strconv.Itoa(ethIPv6):
+		d.Proto, d.Family = "ipv6", 6
+	default:
+		return Drop{}, false
+	}
+	return d, true
 }

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -242,12 +243,46 @@ func (n *NS) Output(ctx context.Context, name string, args ...string) ([]byte, e
 	return n.Run(ctx, nil, name, args...)
 }
 
+// OutputLimit is Output that fails, rather than grow without end, when the
+// program prints more than max bytes.
+func (n *NS) OutputLimit(ctx context.Context, max int, name string, args ...string) ([]byte, error) {
+	return n.run(ctx, nil, max, name, args...)
+}
+
+// DefaultOutputLimit bounds what any program run in a namespace may print.
+const DefaultOutputLimit = 64 << 20
+
+// ErrOutputTooLarge is returned when a program prints more than allowed.
+var ErrOutputTooLarge = errors.New("output larger than allowed")
+
 // Run is Output with standard input (for iptables-restore, nft -f -).
 func (n *NS) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	return n.run(ctx, stdin, DefaultOutputLimit, name, args...)
+}
+
+// limitedBuffer keeps at most max bytes and remembers that it overflowed.
+type limitedBuffer struct {
+	strings.Builder
+	max  int
+	over bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		b.over = true
+		return 0, ErrOutputTooLarge
+	}
+	return b.Builder.Write(p)
+}
+
+func (n *NS) run(ctx context.Context, stdin []byte, max int, name string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
+	stdout := &limitedBuffer{max: max}
+	stderr := &limitedBuffer{max: 64 << 10}
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -257,6 +292,9 @@ func (n *NS) Run(ctx context.Context, stdin []byte, name string, args ...string)
 	}
 	if err := cmd.Wait(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
+		if stdout.over {
+			return nil, fmt.Errorf("%s in %s: %w (%d bytes)", name, n.path, ErrOutputTooLarge, max)
+		}
 		if ctx.Err() != nil {
 			return []byte(stdout.String()), fmt.Errorf("%s in %s: %w", name, n.path, ctx.Err())
 		}
@@ -295,7 +333,7 @@ func (n *NS) ReadFiles(paths []string) (files map[string][]byte, errs map[string
 	files, errs = map[string][]byte{}, map[string]error{}
 	err = n.Do(func() error {
 		for _, p := range paths {
-			b, err := os.ReadFile(p)
+			b, err := readProcFile(p)
 			if err != nil {
 				errs[p] = err
 				continue
@@ -305,6 +343,26 @@ func (n *NS) ReadFiles(paths []string) (files map[string][]byte, errs map[string
 		return nil
 	})
 	return files, errs, err
+}
+
+// maxProcFile bounds one /proc or /sys file: the largest the collectors read
+// (/proc/net/netstat) is a few kilobytes.
+const maxProcFile = 4 << 20
+
+func readProcFile(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxProcFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxProcFile {
+		return nil, fmt.Errorf("%s: %w (%d bytes)", p, ErrOutputTooLarge, maxProcFile)
+	}
+	return b, nil
 }
 
 // WriteSysctl writes a value under /proc/sys/net inside the namespace.

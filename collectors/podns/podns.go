@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -110,6 +111,17 @@ type sandboxInfo struct {
 	} `json:"runtimeSpec"`
 }
 
+// readBounded reads a cgroup file; a pod's process list is small, and a
+// file that is not must not make the agent read without end.
+func readBounded(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 1<<20))
+}
+
 func fromSandboxInfo(s string) (*Found, error) {
 	if s == "" {
 		return nil, errors.New("CRI: sandbox status has no verbose info")
@@ -168,7 +180,7 @@ func ViaCgroup(root, uid string) (*Found, error) {
 		if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
 			return nil
 		}
-		b, _ := os.ReadFile(p)
+		b, _ := readBounded(p)
 		for _, f := range strings.Fields(string(b)) {
 			if n, err := strconv.Atoi(f); err == nil && n > 0 {
 				pid = n

@@ -92,6 +92,7 @@ func resolveTo(st *lab.Status, r *diagnose.Request, to string) error {
 			return fmt.Errorf("--to: %w (accepted: %s)", err, ToForms)
 		}
 		r.To = &collectors.Dest{Addr: netip.MustParseAddr(p.IP), Port: uint16(port)}
+		r.AltTo = alt(p.IP6, port)
 		r.Peer, c.PeerName = p.NetnsPath, "pod "+p.Key()
 		n, _ := st.Node(p.Node)
 		r.PeerNode, c.PeerNode = n.NetnsPath, node(n)
@@ -132,11 +133,22 @@ func resolveTo(st *lab.Status, r *diagnose.Request, to string) error {
 			return fmt.Errorf("--to: %w (accepted: %s)", err, ToForms)
 		}
 		r.To = &collectors.Dest{Addr: netip.MustParseAddr(h.IP), Port: uint16(port)}
+		r.AltTo = alt(h.IP6, port)
 		r.Peer, c.PeerName = h.NetnsPath, "host "+h.Name
 	default:
 		return fmt.Errorf("bad --to %q (accepted: %s)", to, ToForms)
 	}
 	return nil
+}
+
+// alt is a dual-stack destination's IPv6 address, probed beside its IPv4
+// one as Kubernetes lists both in a pod's podIPs.
+func alt(ip6 string, port int) *collectors.Dest {
+	a, err := netip.ParseAddr(ip6)
+	if err != nil {
+		return nil
+	}
+	return &collectors.Dest{Addr: a, Port: uint16(port)}
 }
 
 func cutLast(s, sep string) (string, string, bool) {

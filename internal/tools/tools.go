@@ -15,17 +15,20 @@ import (
 // Install maps each external program to the command that installs it on the
 // Debian machines netdiag is developed and tested on.
 var Install = map[string]string{
-	"ip":               "apt-get install -y iproute2",
-	"iptables":         "apt-get install -y iptables",
-	"iptables-save":    "apt-get install -y iptables",
-	"iptables-restore": "apt-get install -y iptables",
-	"nft":              "apt-get install -y nftables",
-	"ipvsadm":          "apt-get install -y ipvsadm",
-	"conntrack":        "apt-get install -y conntrack",
-	"tcpdump":          "apt-get install -y tcpdump",
-	"dig":              "apt-get install -y dnsutils",
-	"ping":             "apt-get install -y iputils-ping",
-	"coredns":          "go install github.com/coredns/coredns@v1.12.4",
+	"ip":                "apt-get install -y iproute2",
+	"iptables":          "apt-get install -y iptables",
+	"iptables-save":     "apt-get install -y iptables",
+	"iptables-restore":  "apt-get install -y iptables",
+	"ip6tables-save":    "apt-get install -y iptables",
+	"ip6tables-restore": "apt-get install -y iptables",
+	"ipset":             "apt-get install -y ipset",
+	"nft":               "apt-get install -y nftables",
+	"ipvsadm":           "apt-get install -y ipvsadm",
+	"conntrack":         "apt-get install -y conntrack",
+	"tcpdump":           "apt-get install -y tcpdump",
+	"dig":               "apt-get install -y dnsutils",
+	"ping":              "apt-get install -y iputils-ping",
+	"coredns":           "go install github.com/coredns/coredns@v1.12.4",
 }
 
 // MissingError reports a program that is not installed.
