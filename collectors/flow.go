@@ -40,7 +40,7 @@ func (p *Params) probeFlows() []Flow {
 		if p.To.Port != 0 {
 			out = append(out, Flow{Proto: "tcp", Dst: p.To.Addr, DPort: p.To.Port})
 		}
-		out = append(out, Flow{Proto: icmpProto(p.To.Addr), Dst: p.To.Addr})
+		out = append(out, Flow{Proto: ICMPProto(p.To.Addr), Dst: p.To.Addr})
 	}
 	for _, ns := range append(append([]string{}, p.DNSServers...), p.DNSEndpoints...) {
 		if a, err := netip.ParseAddr(ns); err == nil {
@@ -50,9 +50,10 @@ func (p *Params) probeFlows() []Flow {
 	return append(out, p.ExtraFlows...)
 }
 
-// icmpProto names ICMP of an address's family: "icmp" or "icmp6".
-func icmpProto(a netip.Addr) string {
-	if a.Is6() && !a.Is4In6() {
+// ICMPProto names ICMP of an address's family as flows do: "icmp" or
+// "icmp6".
+func ICMPProto(a netip.Addr) string {
+	if Family(a) == "ipv6" {
 		return "icmp6"
 	}
 	return "icmp"

@@ -171,3 +171,28 @@ func FuzzICMPAnswer(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNftTableDump reads what the kernel answers a table dump with.
+func FuzzNftTableDump(f *testing.F) {
+	msg := func(typ uint16, payload []byte) []byte {
+		b := make([]byte, 16, 16+len(payload))
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		b[0], b[1], b[2], b[3] = byte(16+len(payload)), byte((16+len(payload))>>8), 0, 0
+		b[4], b[5] = byte(typ), byte(typ>>8)
+		return b
+	}
+	table := append([]byte{1, 0, 0, 0, 9, 0, 1, 0}, []byte("fw\x00\x00\x00\x00\x00\x00")[:5]...)
+	f.Add(append(msg(10<<8, table), msg(unix.NLMSG_DONE, []byte{0, 0, 0, 0})...))
+	f.Add(msg(unix.NLMSG_ERROR, []byte{0xff, 0xff, 0xff, 0xff}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tables, _, _ := parseNftTableDump(b)
+		for _, x := range tables {
+			if x.family == "" || x.name == "" {
+				t.Fatalf("a table without a name: %+v", x)
+			}
+		}
+	})
+}

@@ -72,7 +72,7 @@ func (r *IptRule) RejectWith() string { return r.rejectWith }
 
 func init() {
 	register(spec{name: "iptables", help: "iptables-save -c and ip6tables-save -c (filter, nat, mangle, raw) with counters, and the rules each probe flow meets: DROP, REJECT, DNAT, MASQUERADE, KUBE-* jumps",
-		scopes: Scopes, timeout: 3 * time.Second}, collectIptables)
+		scopes: Scopes, timeout: 10 * time.Second}, collectIptables)
 }
 
 // maxRulesOutput bounds what iptables-save may print (a node with 100,000

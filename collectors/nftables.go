@@ -57,8 +57,8 @@ type NftRule struct {
 }
 
 func init() {
-	register(spec{name: "nftables", help: "nft list ruleset: native nftables chains with counters, and the rules each probe flow meets",
-		scopes: Scopes, timeout: 3 * time.Second}, collectNftables)
+	register(spec{name: "nftables", help: "nft list table for every native nftables table: chains with counters, sets and maps, and the rules each probe flow meets",
+		scopes: Scopes, timeout: 10 * time.Second}, collectNftables)
 }
 
 func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
@@ -66,7 +66,26 @@ func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := in.NS.OutputLimit(ctx, maxRulesOutput, bin, "-j", "list", "ruleset")
+	tables, err := listNftTables(in.NS)
+	if err != nil {
+		return nil, err
+	}
+	// The tables iptables-nft manages are the iptables collector's; only
+	// the native ones are listed (each listing reads that table alone).
+	var listings [][]byte
+	var skipped []string
+	for _, t := range tables {
+		if skipNftTable(t.family, t.name) {
+			skipped = append(skipped, t.family+" "+t.name)
+			continue
+		}
+		js, err := in.NS.OutputLimit(ctx, maxRulesOutput, bin, "-j", "list", "table", t.family, t.name)
+		if err != nil {
+			return nil, err
+		}
+		listings = append(listings, js)
+	}
+	js, err := mergeNftListings(listings)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +93,7 @@ func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
 	if err != nil {
 		return nil, err
 	}
+	out.Skipped = skipped
 	rt, done, err := newNSRouter(in)
 	if err != nil {
 		return out, err
@@ -87,6 +107,12 @@ func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
 
 var iptablesNftTables = map[string]bool{"filter": true, "nat": true, "mangle": true, "raw": true, "security": true}
 
+// skipNftTable reports a table iptables-nft manages (read by the iptables
+// collector with its iptables meaning).
+func skipNftTable(family, table string) bool {
+	return (family == "ip" || family == "ip6") && iptablesNftTables[table]
+}
+
 // ParseNftJSON parses `nft -j list ruleset`.
 func ParseNftJSON(b []byte) (*Nftables, error) {
 	var doc struct {
@@ -97,9 +123,7 @@ func ParseNftJSON(b []byte) (*Nftables, error) {
 	}
 	out := &Nftables{}
 	chains := map[string]*NftChain{}
-	skip := func(family, table string) bool {
-		return (family == "ip" || family == "ip6") && iptablesNftTables[table]
-	}
+	skip := skipNftTable
 	for _, obj := range doc.Nftables {
 		switch {
 		case obj["set"] != nil || obj["map"] != nil:

@@ -35,8 +35,9 @@ type PathMTU struct {
 	Probes    []MTUProbe `json:"probes"`
 }
 
-// family names an address's family as the evidence does.
-func family(a netip.Addr) string {
+// Family names an address's family as evidence, probe labels and findings
+// do: "ipv4" or "ipv6".
+func Family(a netip.Addr) string {
 	if a.Is6() && !a.Is4In6() {
 		return "ipv6"
 	}
@@ -67,7 +68,7 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 	if err := needDest(in.Params); err != nil {
 		return nil, NotApplicable("no destination: give %v", err)
 	}
-	out := &PathMTU{Dst: in.To.Addr.String(), Family: family(in.To.Addr)}
+	out := &PathMTU{Dst: in.To.Addr.String(), Family: Family(in.To.Addr)}
 	dev, mtu, cached, err := egressMTU(in)
 	if err != nil {
 		return nil, err

@@ -3,7 +3,6 @@ package diagnose
 import (
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -39,7 +38,7 @@ func classify(r *Request, evs []collectors.Evidence, log *slog.Logger) (out *Fin
 	if r.AltTo != nil {
 		alt := *r
 		alt.To, alt.AltTo = r.AltTo, nil
-		out = mergeFamilies(r, out, classifyFamily(&alt, evs, familyOf(r.AltTo.Addr), log))
+		out = mergeFamilies(r, out, classifyFamily(&alt, evs, collectors.Family(r.AltTo.Addr), log))
 	}
 	finish(out, r, evs)
 	return out
@@ -48,14 +47,6 @@ func classify(r *Request, evs []collectors.Evidence, log *slog.Logger) (out *Fin
 // beforeRules, when a test sets it, runs before the rules: it proves that a
 // failure outside any rule still gives a finding.
 var beforeRules func()
-
-// familyOf names an address's family the way probe labels and findings do.
-func familyOf(a netip.Addr) string {
-	if a.Is6() && !a.Is4In6() {
-		return "ipv6"
-	}
-	return "ipv4"
-}
 
 var familyNames = map[string]string{"ipv4": "IPv4", "ipv6": "IPv6"}
 
@@ -122,7 +113,7 @@ func classifyFamily(r *Request, evs []collectors.Evidence, label string, log *sl
 	if label != "" {
 		out.Family = label
 	} else if r.To != nil {
-		out.Family = familyOf(r.To.Addr)
+		out.Family = collectors.Family(r.To.Addr)
 	}
 	return out
 }
@@ -181,7 +172,7 @@ func mergeFamilies(r *Request, a, b *Finding) *Finding {
 		out.Summary = fmt.Sprintf("Over %s: %s Over %s it is %s: %s", familyNames[main.Family], main.Summary, familyNames[other.Family], other.Verdict(), other.Summary)
 	}
 	out.Evidence = append(append([]Observation{}, main.Evidence...), firstN(prefixed(familyNames[other.Family], other.Evidence, true), 3)...)
-	out.NextSteps = append(append([]string{}, main.NextSteps...), other.NextSteps...)
+	out.NextSteps = uniq(append(append([]string{}, main.NextSteps...), other.NextSteps...))
 	out.AlsoConsidered = mergeConsidered(main.AlsoConsidered, other.AlsoConsidered)
 	return &out
 }
@@ -198,6 +189,17 @@ func prefixed(family string, obs []Observation, only bool) []Observation {
 			out = append(out, Observation{Collector: o.Collector, Observation: family + ": " + o.Observation})
 		case !only:
 			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// uniq keeps the first of each string, in order.
+func uniq(s []string) []string {
+	var out []string
+	for _, x := range s {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package diagnose
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -195,6 +196,9 @@ func TestDropsUnavailable(t *testing.T) {
 // failure outside the rules
 // gives an inconclusive finding that says why, with the raw evidence.
 func TestClassifyNeverPanics(t *testing.T) {
+	var logged bytes.Buffer
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
 	saved := rules
 	defer func() { rules = saved }()
 	rules = append([]rule{{NetFirewall, func(f *facts) outcome { var m *match; return concluded(&match{summary: m.summary}) }}}, saved...)
@@ -209,5 +213,9 @@ func TestClassifyNeverPanics(t *testing.T) {
 	f = Classify(req, refused(nil))
 	if f.Verdict() != Insufficient || !strings.Contains(f.Summary, "could not classify") || len(f.Raw) == 0 {
 		t.Errorf("a failing classification: %s %q", f.Verdict(), f.Summary)
+	}
+	// Both are logged with the stack that tells where.
+	if n := strings.Count(logged.String(), "stack="); n != 2 || !strings.Contains(logged.String(), "diagnose.runRule") {
+		t.Errorf("want two panics logged with their stacks, got:\n%s", logged.String())
 	}
 }

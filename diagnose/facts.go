@@ -193,10 +193,10 @@ func (f *facts) to() string {
 
 // family is the address family of the question's destination.
 func (f *facts) family() string {
-	if f.req.To != nil && f.req.To.Addr.Is6() && !f.req.To.Addr.Is4In6() {
-		return "ipv6"
+	if f.req.To == nil {
+		return "ipv4"
 	}
-	return "ipv4"
+	return collectors.Family(f.req.To.Addr)
 }
 
 // block is a firewall verdict that stops a flow: where, which trace, read

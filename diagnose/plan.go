@@ -89,7 +89,7 @@ func NewPlan(r *Request) (*Plan, error) {
 		alt.To = r.AltTo
 		for _, j := range slices.Clone(p.Jobs) {
 			if collectors.IsProbe(j.Collector) && j.Collector != "dns" && j.Params == nil && j.Label == "" {
-				p.Jobs = append(p.Jobs, collectors.Job{Collector: j.Collector, Scope: j.Scope, Label: familyOf(r.AltTo.Addr), Params: &alt})
+				p.Jobs = append(p.Jobs, collectors.Job{Collector: j.Collector, Scope: j.Scope, Label: collectors.Family(r.AltTo.Addr), Params: &alt})
 			}
 		}
 	}
@@ -98,7 +98,7 @@ func NewPlan(r *Request) (*Plan, error) {
 	// master). Dst left empty is the source's own address.
 	for _, to := range []*collectors.Dest{r.To, r.AltTo} {
 		if to != nil && to.Addr.IsValid() {
-			params.ExtraFlows = append(params.ExtraFlows, collectors.Flow{Proto: icmpProto(to.Addr), Src: to.Addr, Path: "input", Scope: collectors.ScopeSource})
+			params.ExtraFlows = append(params.ExtraFlows, collectors.Flow{Proto: collectors.ICMPProto(to.Addr), Src: to.Addr, Path: "input", Scope: collectors.ScopeSource})
 		}
 	}
 	// The overlay's own traffic between the two nodes, both ways, traced
@@ -127,13 +127,6 @@ func NewPlan(r *Request) (*Plan, error) {
 
 // icmpProbes are the probes that ask an address rather than a port.
 var icmpProbes = []string{"ping", "pmtu", "hops"}
-
-func icmpProto(a netip.Addr) string {
-	if familyOf(a) == "ipv6" {
-		return "icmp6"
-	}
-	return "icmp"
-}
 
 // scopes are the namespaces the request names: the source always, the
 // node when it is another namespace, the peer, the peer's node when it is

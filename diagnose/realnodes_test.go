@@ -13,6 +13,7 @@ import (
 	"github.com/netdiag/netdiag/collectors"
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/lab/labtest"
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // These tests ask the questions of issue 9 on namespaces the lab did not
@@ -165,11 +166,13 @@ func TestHealthyBesideLossyBulkFlow(t *testing.T) {
 	b := twoHosts(t, "tbulk")
 	b.Serve("b", "tcp", "0.0.0.0:8083", false)
 	bulk := b.Serve("b", "tcp", "0.0.0.0:9000", true)
+	// Only the bulk flow's full-size segments are lost: its connections
+	// open at once, and what the capture sees sent again is full-size.
 	b.Rules("b", "iptables", `*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
--A INPUT -p tcp -m tcp --dport 9000 -m statistic --mode random --probability 0.2 -j DROP
+-A INPUT -p tcp -m tcp --dport 9000 -m length --length 1000:65535 -m statistic --mode random --probability 0.2 -j DROP
 COMMIT
 `)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -277,5 +280,73 @@ func TestDualStackName(t *testing.T) {
 	want(t, f, diagnose.PortNotListen, 0.9)
 	if f.Family != "ipv6" || !strings.Contains(f.Summary, "IPv6 only") {
 		t.Errorf("family %q, summary %q: want it to say IPv6 failed and IPv4 works", f.Family, f.Summary)
+	}
+}
+
+// serveDNS answers A and AAAA queries for names under zone on a UDP socket
+// opened in a namespace, until the test ends.
+func serveDNS(t *testing.T, b *labtest.Bare, ns, addr, zone string, a, aaaa netip.Addr) {
+	t.Helper()
+	pc, err := b.NS(ns).ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			out := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RecursionAvailable: true})
+			out.StartQuestions()
+			out.Question(q)
+			out.StartAnswers()
+			rh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}
+			switch {
+			case !strings.HasSuffix(q.Name.String(), zone):
+			case q.Type == dnsmessage.TypeA:
+				out.AResource(rh, dnsmessage.AResource{A: a.As4()})
+			case q.Type == dnsmessage.TypeAAAA:
+				out.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: aaaa.As16()})
+			}
+			msg, err := out.Finish()
+			if err == nil {
+				pc.WriteTo(msg, from)
+			}
+		}
+	}()
+}
+
+// TestDNSOverIPv6Nameserver: a resolv.conf whose nameserver is an IPv6
+// address is asked over IPv6, for A and AAAA; with nothing listening there,
+// the server is down, not the pod's configuration.
+func TestDNSOverIPv6Nameserver(t *testing.T) {
+	b := twoHosts(t, "tdns6")
+	serveDNS(t, b, "b", "[2001:2:200::2]:53", "example.internal.", netip.MustParseAddr("198.18.200.2"), netip.MustParseAddr("2001:2:200::2"))
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.conf"), filepath.Join(dir, "bad.conf")
+	os.WriteFile(good, []byte("nameserver 2001:2:200::2\nsearch example.internal\n"), 0o644)
+	os.WriteFile(bad, []byte("nameserver 2001:2:200::99\nsearch example.internal\n"), 0o644)
+	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), ResolvConf: good, DNS: []string{"web"}})
+	want(t, f, diagnose.Healthy, 0.9)
+	ev := strings.Join(evidence(f), "\n")
+	if !strings.Contains(ev, "198.18.200.2") || !strings.Contains(ev, "2001:2:200::2") {
+		t.Errorf("want both the A and the AAAA answer in the evidence:\n%s", ev)
+	}
+	f = diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), ResolvConf: bad, DNS: []string{"web"}})
+	t.Logf("unreachable IPv6 nameserver: %s %.2f: %s", f.Verdict(), f.Confidence, strings.Join(evidence(f), "; "))
+	if f.Verdict() == diagnose.Healthy || f.Verdict() == diagnose.DNSConfig {
+		t.Errorf("an unreachable IPv6 nameserver: %s (%s)", f.Verdict(), f.Summary)
 	}
 }

@@ -38,7 +38,7 @@ func (f *facts) pathLinks() []pathLink {
 			continue
 		}
 		var names []string
-		if c := f.chosen(s); c != nil && c.Dev != "" {
+		if c := f.chosen(s); c != nil && c.Dev != "" && c.Dev != "lo" {
 			names = append(names, c.Dev)
 		}
 		if s == collectors.ScopePeer {
@@ -105,9 +105,9 @@ func ruleLinkDown(f *facts) outcome {
 	}
 	var names []string
 	for _, pl := range links {
-		names = append(names, pl.link.Name)
+		names = append(names, pl.link.Name+" in "+f.scopeName(pl.scope))
 	}
-	return ruledOut("every interface on the path (%s) is up with carrier", strings.Join(names, ", "))
+	return ruledOut("every interface on the path is up with carrier: %s", strings.Join(names, ", "))
 }
 
 func ruleNoRoute(f *facts) outcome {

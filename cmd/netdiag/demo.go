@@ -105,7 +105,11 @@ func runDemo(c *cli, args []string) int {
 		}
 		if len(alone) > 0 && alone[0] {
 			req.Peer, req.PeerNode = "", ""
-			fmt.Fprintf(w, "\n$ netdiag diagnose --netns %s --to %s\n\n", req.Source, req.To)
+			also := ""
+			if req.AltTo != nil {
+				also = fmt.Sprintf("    (the pod's IPv6 address %s is probed too)", req.AltTo.Addr)
+			}
+			fmt.Fprintf(w, "\n$ netdiag diagnose --netns %s --to %s%s\n\n", req.Source, req.To, also)
 		} else {
 			fmt.Fprintf(w, "\n$ netdiag diagnose --lab %s\n\n", strings.Join(question, " "))
 		}
@@ -116,10 +120,24 @@ func runDemo(c *cli, args []string) int {
 		f.WriteText(w)
 		return nil
 	}
-	fmt.Fprintln(w, "\n== the healthy lab")
-	if err := ask([]string{"pod", "default/client", "--to", "svc/default/web:80"}); err != nil {
+	// fault injects a fault, asks the question, and heals the lab.
+	fault := func(name string, question []string, alone bool) error {
+		if _, err := lab.InjectFault(ctx, *inst, name, c.log); err != nil {
+			return err
+		}
+		err := ask(question, alone)
+		if _, cerr := lab.Clear(ctx, *inst, c.log); cerr != nil && err == nil {
+			err = cerr
+		}
+		return err
+	}
+	fail := func(err error) int {
 		down()
 		return c.failure("demo", err)
+	}
+	fmt.Fprintln(w, "\n== the healthy lab")
+	if err := ask([]string{"pod", "default/client", "--to", "svc/default/web:80"}); err != nil {
+		return fail(err)
 	}
 	for _, name := range faults {
 		f, _ := lab.FaultByName(name)
@@ -128,17 +146,8 @@ func runDemo(c *cli, args []string) int {
 			seed = fmt.Sprintf("\n   seed incident: %s", f.Seed)
 		}
 		fmt.Fprintf(w, "\n== fault %s (must read %s/%s)%s\n   %s\n", f.Name, f.Class, f.Cause, seed, f.Summary)
-		if _, err := lab.InjectFault(ctx, *inst, name, c.log); err != nil {
-			down()
-			return c.failure("demo", err)
-		}
-		err := ask(f.Diagnose)
-		if _, cerr := lab.Clear(ctx, *inst, c.log); cerr != nil && err == nil {
-			err = cerr
-		}
-		if err != nil {
-			down()
-			return c.failure("demo", err)
+		if err := fault(name, f.Diagnose, false); err != nil {
+			return fail(err)
 		}
 		fmt.Fprintf(w, "   (fault %s cleared)\n", f.Name)
 	}
@@ -149,18 +158,16 @@ func runDemo(c *cli, args []string) int {
 		for _, name := range []string{"port-reject", "not-listening"} {
 			f, _ := lab.FaultByName(name)
 			fmt.Fprintf(w, "\n-- fault %s (must read %s/%s)\n   %s\n", f.Name, f.Class, f.Cause, f.Summary)
-			if _, err := lab.InjectFault(ctx, *inst, name, c.log); err != nil {
-				down()
-				return c.failure("demo", err)
+			if err := fault(name, []string{"pod", "default/client", "--to", "pod/default/web:8080"}, true); err != nil {
+				return fail(err)
 			}
-			err := ask([]string{"pod", "default/client", "--to", "pod/default/web:8080"}, true)
-			if _, cerr := lab.Clear(ctx, *inst, c.log); cerr != nil && err == nil {
-				err = cerr
-			}
-			if err != nil {
-				down()
-				return c.failure("demo", err)
-			}
+		}
+		// Dual-stack: the same question probes both of the pod's
+		// addresses and says which family fails.
+		f, _ := lab.FaultByName("not-listening-v6")
+		fmt.Fprintf(w, "\n== dual-stack: the same question, a fault of one family\n\n-- fault %s (must read %s/%s)\n   %s\n", f.Name, f.Class, f.Cause, f.Summary)
+		if err := fault(f.Name, f.Diagnose, false); err != nil {
+			return fail(err)
 		}
 	}
 	return down()

@@ -31,8 +31,11 @@ with the evidence, what was ruled out and what to do.
                  at both ends (tells a closed port from a REJECT rule)
   --node-netns   the source's node: routes, NAT rules, the overlay
                  (default: this process's own namespace, read only)
-  --to           what the pod fails to reach; a port makes it a TCP question
-  --dns          names the pod fails to resolve (with the pod's resolv.conf:
+  --to           what the pod fails to reach; a port makes it a TCP question;
+                 IPv6 as [ADDR]:PORT; a name with both A and AAAA records
+                 (and a lab pod, which has both) is probed in both families
+                 and the finding says which one fails
+  --dns          names the pod fails to resolve, A and AAAA (with the pod's resolv.conf:
                  /etc/netns/NAME/resolv.conf for /run/netns/NAME if present,
                  else /etc/resolv.conf; --resolv-conf overrides)
   Neither --to nor --dns: the pod checks itself (links, routes, its gateway,
@@ -50,6 +53,8 @@ input, 1 for an internal failure.
 
 Examples:
   netdiag diagnose --netns /proc/4242/ns/net --to 10.244.1.7:8080
+  netdiag diagnose --netns cni-3f2a --to '[fd00:10:244::7]:8080'
+  netdiag diagnose --netns cni-3f2a --to web.shop.svc.cluster.local:80
   netdiag diagnose --netns cni-3f2a --dns kubernetes.default -o json
   netdiag diagnose --lab pod default/client --to svc/default/web:80
   netdiag diagnose --lab pod default/client --dns example.com --capture 3s -o markdown

@@ -164,3 +164,33 @@ func TestBadInputOneLine(t *testing.T) {
 		t.Errorf("want one line, got %d:\n%s", n+1, errb.String())
 	}
 }
+
+// TestDualStackName: --to a name with both A and AAAA records probes both
+// families from the pod, the name resolved as the pod resolves it.
+func TestDualStackName(t *testing.T) {
+	l := labtest.Up(t, "tname")
+	client, _ := l.Pod("default/client")
+	var out, errb bytes.Buffer
+	code := run([]string{"diagnose", "--netns", client.NetnsPath, "--to", "example.com:80", "-o", "json"}, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var f struct {
+		Class, Cause, Summary string
+		Raw                   []struct {
+			Collector, Label string
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &f); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]bool{}
+	for _, e := range f.Raw {
+		if e.Collector == "tcp" {
+			labels[e.Label] = true
+		}
+	}
+	if f.Class != "healthy" || !labels[""] || !labels["ipv6"] || !strings.Contains(f.Summary, "IPv6") {
+		t.Errorf("got %s/%s %q, TCP probes %v; want both families probed and healthy", f.Class, f.Cause, f.Summary, labels)
+	}
+}

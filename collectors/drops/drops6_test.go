@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/netdiag/netdiag/collectors/drops"
 	"github.com/netdiag/netdiag/collectors/netns"
-	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
 )
 
@@ -30,44 +27,15 @@ var (
 	server6 = netip.MustParseAddr("2001:2:ff:2::2")
 )
 
-// instance6 names the test's namespaces (lab.NamePrefix + instance + "-"):
-// `netdiag lab down --all` finds them, and no other test uses the name.
-const instance6 = "t6drop"
+// prefix6 names the test's namespaces (ndl-t6dropPID-...): `netdiag lab
+// down --all` finds them, and no other test uses the name.
+const prefix6 = "t6drop"
 
 // net6 is one copy of the network: client a, router r, server b.
 type net6 struct {
 	a, r, b *netns.NS
-	aName   string
 	bName   string
 	rToB    string // the router's link towards the server
-}
-
-// newNS6 creates a namespace named for the test with IPv6 on and no
-// duplicate address detection (addresses are usable at once). It is removed
-// when the test ends, also on failure.
-func newNS6(t *testing.T, inst, role string) (*netns.NS, string) {
-	t.Helper()
-	name := lab.NamePrefix + inst + "-" + role
-	n, err := netns.CreateNamed(name)
-	if err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		if err := netns.DeleteNamed(name); err != nil {
-			t.Errorf("remove namespace %s: %v", name, err)
-		}
-	})
-	for _, kv := range [][2]string{
-		{"ipv6/conf/all/disable_ipv6", "0"}, {"ipv6/conf/default/disable_ipv6", "0"},
-		{"ipv6/conf/all/accept_dad", "0"}, {"ipv6/conf/default/accept_dad", "0"},
-	} {
-		if err := n.WriteSysctl(kv[0], kv[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run(t, n, "ip", "link", "set", "lo", "up")
-	return n, name
 }
 
 // run runs a program inside the namespace (an argument list, no shell).
@@ -80,64 +48,23 @@ func run(t *testing.T, n *netns.NS, name string, args ...string) {
 	}
 }
 
-// veth joins two namespaces; the first end is created in a, the other
-// moved to b by name.
-func veth(t *testing.T, a *netns.NS, aEnd string, bName, bEnd string) {
-	t.Helper()
-	run(t, a, "ip", "link", "add", aEnd, "type", "veth", "peer", "name", bEnd, "netns", bName)
-}
-
-// removeStale6 removes the namespaces of earlier runs of this test whose
-// process is gone (a test killed by its timeout runs no cleanup).
-func removeStale6(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, old := range lab.Instances() {
-		rest, ok := strings.CutPrefix(old, instance6)
-		if !ok {
-			continue
-		}
-		pid, err := strconv.Atoi(rest)
-		if err != nil {
-			continue
-		}
-		if _, err := os.Stat("/proc/" + rest); pid == os.Getpid()%1000000 || errors.Is(err, os.ErrNotExist) {
-			if _, err := lab.Down(ctx, old, slog.New(slog.DiscardHandler)); err != nil {
-				t.Fatalf("remove leftovers of %s: %v", old, err)
-			}
-		}
-	}
-}
-
 // buildNet6 builds a copy of the network; suffix tells copies apart (their
 // addresses are the same).
-func buildNet6(t *testing.T, inst, suffix string) *net6 {
+func buildNet6(t *testing.T, suffix string) *net6 {
 	t.Helper()
-	a, aName := newNS6(t, inst, "a"+suffix)
-	r, rName := newNS6(t, inst, "r"+suffix)
-	b, bName := newNS6(t, inst, "b"+suffix)
-	if err := r.WriteSysctl("ipv6/conf/all/forwarding", "1"); err != nil {
-		t.Fatal(err)
-	}
-	veth(t, a, "a0", rName, "r0")
-	veth(t, b, "b0", rName, "r1")
-	addr := func(n *netns.NS, dev string, a netip.Addr) {
-		run(t, n, "ip", "-6", "addr", "add", netip.PrefixFrom(a, 64).String(), "dev", dev, "nodad")
-		run(t, n, "ip", "link", "set", dev, "up")
-	}
-	addr(a, "a0", client6)
-	addr(r, "r0", router6)
-	addr(r, "r1", rtSrv6)
-	addr(b, "b0", server6)
-	run(t, a, "ip", "-6", "route", "add", "default", "via", router6.String(), "dev", "a0")
-	run(t, b, "ip", "-6", "route", "add", "default", "via", rtSrv6.String(), "dev", "b0")
-	// A link carries nothing until the kernel's link watch has given it
-	// its queue, up to a second after it came up: wait until a connect
-	// to a closed port on the server is refused.
+	a, r, b := "a"+suffix, "r"+suffix, "b"+suffix
+	bare := labtest.NewBare(t, prefix6, a, r, b)
+	bare.Sysctl(r, "ipv6.conf.all.forwarding", "1")
+	p64 := func(a netip.Addr) []string { return []string{netip.PrefixFrom(a, 64).String()} }
+	bare.Link(a, "a0", p64(client6), r, "r0", p64(router6), 1500)
+	bare.Link(b, "b0", p64(server6), r, "r1", p64(rtSrv6), 1500)
+	bare.Route(a, "default", router6.String())
+	bare.Route(b, "default", rtSrv6.String())
+	// The path carries IPv6 end to end once a connect to a closed port on
+	// the server is refused.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := dialFrom(a, 0, netip.AddrPortFrom(server6, 9))
+		err := dialFrom(bare.NS(a), 0, netip.AddrPortFrom(server6, 9))
 		if errors.Is(err, unix.ECONNREFUSED) {
 			break
 		}
@@ -146,7 +73,7 @@ func buildNet6(t *testing.T, inst, suffix string) *net6 {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &net6{a: a, r: r, b: b, aName: aName, bName: bName, rToB: "r1"}
+	return &net6{a: bare.NS(a), r: bare.NS(r), b: bare.NS(b), bName: bare.Name(b), rToB: "r1"}
 }
 
 // dialFrom connects from the namespace, from a given source port when it is
@@ -242,9 +169,7 @@ func settle() { time.Sleep(150 * time.Millisecond) }
 
 func TestDropsIPv6(t *testing.T) {
 	labtest.RequireRoot(t)
-	removeStale6(t)
-	inst := labtest.Instance(instance6)
-	n := buildNet6(t, inst, "")
+	n := buildNet6(t, "")
 	watched := map[uint64]string{n.a.Inode(): "source", n.r.Inode(): "node", n.b.Inode(): "peer"}
 	tcp := func(port uint16) []drops.Flow {
 		return []drops.Flow{{Proto: "tcp", Src: client6, Dst: server6, DPort: port}}
@@ -323,7 +248,7 @@ func TestDropsIPv6(t *testing.T) {
 		// very same addresses and the same rule: its drops are not the
 		// probe's, only the probe's own connection (its source port) is.
 		rule(t, n.b, "INPUT", "-p", "tcp", "--dport", "8080")
-		twin := buildNet6(t, inst, "2")
+		twin := buildNet6(t, "2")
 		rule(t, twin.b, "INPUT", "-p", "tcp", "--dport", "8080")
 		const probePort = 40010
 		only := map[uint64]string{n.a.Inode(): "source"}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Bare is a set of bare network namespaces a test wires itself, for shapes
@@ -29,12 +31,15 @@ type Bare struct {
 }
 
 // NewBare creates the named namespaces with loopback up and IPv6 usable at
-// once (no duplicate address detection, no router solicitations).
+// once (no duplicate address detection, no router solicitations). A test may
+// make several sets with one prefix, as long as their names differ.
 func NewBare(t testing.TB, prefix string, names ...string) *Bare {
 	t.Helper()
 	RequireRoot(t)
-	removeStale(t, prefix)
 	b := &Bare{t: t, Instance: Instance(prefix), ns: map[string]*netns.NS{}}
+	if _, made := liveBare.LoadOrStore(b.Instance, true); !made {
+		removeStale(t, prefix)
+	}
 	t.Cleanup(func() {
 		for name, n := range b.ns {
 			n.Close()
@@ -68,6 +73,9 @@ func NewBare(t testing.TB, prefix string, names ...string) *Bare {
 	}
 	return b
 }
+
+// liveBare are the instances this process made: never stale.
+var liveBare sync.Map
 
 // removeStale removes namespaces of earlier runs of this test package whose
 // process is gone (a test killed by its timeout runs no cleanup).
@@ -167,7 +175,7 @@ func (b *Bare) Link(aName, aIf string, aAddrs []string, bName, bIf string, bAddr
 		deadline := time.Now().Add(3 * time.Second)
 		for {
 			l, err := side.h.LinkByName(side.name)
-			if err == nil && l.Attrs().OperState == netlink.OperUp {
+			if err == nil && l.Attrs().OperState == netlink.OperUp && !tentative(side.h, l) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -176,6 +184,21 @@ func (b *Bare) Link(aName, aIf string, aAddrs []string, bName, bIf string, bAddr
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// tentative reports an IPv6 address of the link that cannot be used yet
+// (binding it fails until the kernel has finished bringing it up).
+func tentative(h *netlink.Handle, l netlink.Link) bool {
+	addrs, err := h.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return true
+	}
+	for _, a := range addrs {
+		if a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Route adds a route ("default" or a prefix) via a gateway in a namespace.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -54,19 +53,8 @@ func Up(t testing.TB, prefix string) *lab.Lab {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// A test binary killed by its timeout runs no cleanup: remove the labs
-	// of earlier runs of this package whose process is gone.
-	for _, old := range lab.Instances() {
-		rest, ok := strings.CutPrefix(old, prefix)
-		if !ok {
-			continue
-		}
-		if pid, err := strconv.Atoi(rest); err == nil && (pid == os.Getpid()%1000000 || !alive(pid)) {
-			if _, err := lab.Down(ctx, old, log); err != nil {
-				t.Fatalf("remove leftovers of lab %s: %v", old, err)
-			}
-		}
-	}
+	// A test binary killed by its timeout runs no cleanup.
+	removeStale(t, prefix)
 	l, err := lab.Up(ctx, inst, log)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
