@@ -92,7 +92,7 @@ func init() {
 			}
 			return nil
 		}}, collectCapture,
-		func(ctx context.Context, in Input, _ *Target, _ []*Params) (func() (*CaptureResult, error), error) {
+		func(ctx context.Context, in Input, _ *Target) (func() (*CaptureResult, error), error) {
 			c, err := startCaptureFor(ctx, in)
 			if err != nil {
 				return nil, err
@@ -147,13 +147,14 @@ func CheckWritable(path string) error {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return badInput(fmt.Errorf("cannot write %s: it is a folder; give a file name, e.g. %s", path, filepath.Join(path, "capture.pcap")))
 	}
-	_, existed := os.Stat(path)
+	_, statErr := os.Stat(path)
+	created := statErr != nil
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return badInput(fmt.Errorf("cannot write %s: %w", path, err))
 	}
 	f.Close()
-	if existed != nil {
+	if created {
 		os.Remove(path)
 	}
 	return nil

@@ -69,7 +69,7 @@ type collector struct {
 	newData func() any
 	// watch, for a collector that runs around the probes (a capture, the
 	// drops watch), starts it; Run calls end once the probes are done.
-	watch func(ctx context.Context, in Input, t *Target, all []*Params) (end func() (any, error), err error)
+	watch func(ctx context.Context, in Input, t *Target) (end func() (any, error), err error)
 }
 
 var registry = map[string]*collector{}
@@ -94,10 +94,10 @@ func register[T any](s spec, fn func(ctx context.Context, in Input) (*T, error))
 // probes and ended after them; run is what it does on its own (RunOne).
 // Its deadline on its own stretches with the capture duration.
 func registerWatch[T any](s spec, run func(ctx context.Context, in Input) (*T, error),
-	start func(ctx context.Context, in Input, t *Target, all []*Params) (end func() (*T, error), err error)) {
+	start func(ctx context.Context, in Input, t *Target) (end func() (*T, error), err error)) {
 	register(s, run)
-	registry[s.name].watch = func(ctx context.Context, in Input, t *Target, all []*Params) (func() (any, error), error) {
-		end, err := start(ctx, in, t, all)
+	registry[s.name].watch = func(ctx context.Context, in Input, t *Target) (func() (any, error), error) {
+		end, err := start(ctx, in, t)
 		if err != nil {
 			return nil, err
 		}
@@ -418,10 +418,6 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 		watches []running
 		setup   sync.WaitGroup
 	)
-	all := []*Params{p}
-	for _, j := range jobs {
-		all = append(all, j.Params)
-	}
 	for i, j := range jobs {
 		if !IsWatch(j.Collector) {
 			continue
@@ -438,7 +434,7 @@ func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
 			var end func() (any, error)
 			err := func() (err error) {
 				defer Recover("watch "+j.Collector, &err)
-				end, err = registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t, all)
+				end, err = registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t)
 				return err
 			}()
 			if err != nil {

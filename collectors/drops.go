@@ -18,7 +18,7 @@ const DefaultDropsWatch = 5 * time.Second
 func init() {
 	registerWatch(spec{name: "drops", help: "the kernel's reasons for dropping the probes' packets (skb:kfree_skb through eBPF, else tracefs): NETFILTER_DROP, NO_SOCKET, IP_RPFILTER, PKT_TOO_BIG... with the kernel function, device and namespace",
 		scopes: []Scope{ScopeSource}, timeout: DefaultDropsWatch + 5*time.Second}, collectDrops,
-		func(_ context.Context, in Input, t *Target, _ []*Params) (func() (*DropsResult, error), error) {
+		func(_ context.Context, in Input, t *Target) (func() (*DropsResult, error), error) {
 			tr := startDropsFor(t, in.Params)
 			return func() (*DropsResult, error) { return tr.Stop(), nil }, nil
 		})
