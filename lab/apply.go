@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -281,7 +282,7 @@ func applySysctls(d *Desired, o openSet, interfaces bool) error {
 	for _, name := range d.order() {
 		c := d.NS[name]
 		// "all" and "default" first, so per-interface keys win where set.
-		keys := sortedKeys(c.Sysctls)
+		keys := slices.Sorted(maps.Keys(c.Sysctls))
 		slices.SortStableFunc(keys, func(a, b string) int {
 			pa, pb := strings.Contains(a, ".all.") || strings.Contains(a, ".default."), strings.Contains(b, ".all.") || strings.Contains(b, ".default.")
 			switch {

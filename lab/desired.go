@@ -3,7 +3,6 @@ package lab
 import (
 	"fmt"
 	"path/filepath"
-	"sort"
 	"strconv"
 )
 
@@ -343,14 +342,4 @@ func (d *Desired) finish() {
 			n.KubeProxy = "Pending: evicted (preempted by a higher-priority pod)"
 		}
 	}
-}
-
-// sortedKeys returns map keys in order, for deterministic output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

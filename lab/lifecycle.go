@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -321,7 +322,7 @@ func Instances() []string {
 			add(filepath.Base(p))
 		}
 	}
-	return sortedKeys(set)
+	return slices.Sorted(maps.Keys(set))
 }
 
 // Status is the lab as `netdiag lab status` shows it.
@@ -369,7 +370,7 @@ func GetStatus(instance string) (*Status, error) {
 	if len(s.Missing) > 0 {
 		s.Phase = "broken"
 	}
-	for _, name := range sortedKeys(st.Procs) {
+	for _, name := range slices.Sorted(maps.Keys(st.Procs)) {
 		p := st.Procs[name]
 		ns := ""
 		if spec, ok := d.Procs[name]; ok {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,7 +69,7 @@ func reconcileProcs(ctx context.Context, d *Desired, st *state, o openSet, log *
 		}
 		argvs[name] = argv
 	}
-	for _, name := range sortedKeys(st.Procs) {
+	for _, name := range slices.Sorted(maps.Keys(st.Procs)) {
 		ps := st.Procs[name]
 		spec, wanted := d.Procs[name]
 		alive := ownedBy(ps.PID, d.Lab.Instance, name)
@@ -82,7 +84,7 @@ func reconcileProcs(ctx context.Context, d *Desired, st *state, o openSet, log *
 	}
 	var started []string
 	logStart := map[string]int64{}
-	for _, name := range sortedKeys(d.Procs) {
+	for _, name := range slices.Sorted(maps.Keys(d.Procs)) {
 		if _, ok := st.Procs[name]; ok {
 			continue
 		}

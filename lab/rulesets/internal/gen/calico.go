@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -293,7 +295,7 @@ func calico(ipt *iptables, sets *ipsets, spec calicoSpec, nodeIP string) {
 		profiles["kns."+w.ns] = true
 		profiles["ksa."+w.ns+"."+w.sa] = true
 	}
-	for _, p := range sortedKeys(profiles) {
+	for _, p := range slices.Sorted(maps.Keys(profiles)) {
 		for _, dir := range []string{"i", "o"} {
 			chain := calicoHashName("cali-pr"+dir+"-", p, 28)
 			if strings.HasPrefix(p, "kns.") {
@@ -330,7 +332,7 @@ func dispatch(ipt *iptables, chain, flag, prefix string, wls []*calWorkload) {
 		groups[k] = append(groups[k], w)
 	}
 	var top []calRule
-	for _, k := range sortedKeys(groups) {
+	for _, k := range slices.Sorted(maps.Keys(groups)) {
 		g := groups[k]
 		if len(g) == 1 {
 			top = append(top, r(flag+" "+g[0].iface, "-g "+prefix+g[0].iface))
@@ -387,13 +389,4 @@ func calicoTail(ipt *iptables) {
 	ipt.add("filter", "FORWARD", 1, comment("cali:"+ids[0]), comment("Policy explicitly accepted packet."),
 		markMatch(calAccept, calAccept), "-j ACCEPT")
 	ipt.add("filter", "FORWARD", 1, comment("cali:"+ids[1]), setMark(calAccept, calAccept))
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
