@@ -101,6 +101,36 @@ COMMIT
 	}
 }
 
+// TestIPv6Capture: a capture with an IPv6 filter records the probes' IPv6
+// flows, and its summary reads them (the SYN-ACK and its MSS).
+func TestIPv6Capture(t *testing.T) {
+	b := twoHosts(t, "tcap6")
+	b.Serve("b", "tcp", "[::]:8080", false)
+	pcap := filepath.Join(t.TempDir(), "v6.pcap")
+	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), To: dest("[2001:2:200::2]:8080"), Capture: time.Second,
+		Filter: "ip6 and tcp port 8080", Pcap: pcap})
+	want(t, f, diagnose.Healthy, 0.9)
+	if f.Pcap == nil || *f.Pcap != pcap {
+		t.Fatalf("pcap %v, want %s", f.Pcap, pcap)
+	}
+	if st, err := os.Stat(pcap); err != nil || st.Size() <= 24 {
+		t.Fatalf("pcap %s: %v", pcap, err)
+	}
+	seen := 0
+	for _, ev := range f.Raw {
+		if c, ok := ev.Data.(*collectors.CaptureResult); ok && c.Summary != nil {
+			for _, fl := range c.Summary.Flows {
+				if fl.Server == netip.MustParseAddrPort("[2001:2:200::2]:8080") && fl.SYNACK && fl.MSS > 0 {
+					seen++
+				}
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("the capture summary holds no answered IPv6 connect")
+	}
+}
+
 // TestInterfaceScopedRules: real nodes carry rules for other interfaces
 // (Docker, kube-proxy, Calico); they must neither explain a closed port nor
 // hide a real drop.
