@@ -104,11 +104,11 @@ func collectIptables(ctx context.Context, in Input) (*Iptables, error) {
 	} else {
 		out.Tables6 = v6.Tables
 	}
-	rt, done, err := newNSRouter(in)
+	rt, err := openKernelRoutes(in.NS)
 	if err != nil {
 		return out, errors.Join(partial, err)
 	}
-	defer done()
+	defer rt.Close()
 	for _, f := range in.flowsIn() {
 		out.Traces = append(out.Traces, out.Trace(f, f.pathIn(in.Scope), rt))
 	}

@@ -94,11 +94,11 @@ func collectNftables(ctx context.Context, in Input) (*Nftables, error) {
 		return nil, err
 	}
 	out.Skipped = skipped
-	rt, done, err := newNSRouter(in)
+	rt, err := openKernelRoutes(in.NS)
 	if err != nil {
 		return out, err
 	}
-	defer done()
+	defer rt.Close()
 	for _, f := range in.flowsIn() {
 		out.Traces = append(out.Traces, out.Trace(f, f.pathIn(in.Scope), rt))
 	}

@@ -199,6 +199,9 @@ func Prepare(t *Target, shared *Params, jobs []Job) error {
 			all = append(all, j.Params)
 		}
 	}
+	// The jobs' own parameters are mostly copies of the shared ones: each
+	// resolv.conf is read once.
+	servers := map[string][]string{}
 	for _, p := range all {
 		if p.ResolvConf == "" {
 			p.ResolvConf = shared.ResolvConf
@@ -210,16 +213,21 @@ func Prepare(t *Target, shared *Params, jobs []Job) error {
 			p.DNSServers = p.Nameservers
 		}
 		if len(p.DNSServers) == 0 && len(p.DNS) > 0 {
-			if rc, err := ReadResolvConf(p.ResolvConf); err == nil {
-				p.DNSServers = rc.Servers()
+			if _, read := servers[p.ResolvConf]; !read {
+				if rc, err := ReadResolvConf(p.ResolvConf); err == nil {
+					servers[p.ResolvConf] = rc.Servers()
+				} else {
+					servers[p.ResolvConf] = nil
+				}
 			}
+			p.DNSServers = servers[p.ResolvConf]
 		}
 	}
 	src, err := newSourcer(t.Source)
 	if err != nil {
 		return err
 	}
-	defer src.close()
+	defer src.Close()
 	var flows []Flow
 	for _, p := range all {
 		flows = append(flows, p.probeFlows()...)
@@ -234,18 +242,17 @@ func Prepare(t *Target, shared *Params, jobs []Job) error {
 // sourcer finds the address a namespace sends from towards a destination,
 // as `ip route get` says, else its first global address of that family.
 type sourcer struct {
-	h     *netlink.Handle
-	cache map[netip.Addr]netip.Addr
+	*kernelRoutes
 	addrs []netip.Addr
 }
 
 func newSourcer(ns *netns.NS) (*sourcer, error) {
-	h, err := ns.Handle()
+	k, err := openKernelRoutes(ns)
 	if err != nil {
 		return nil, err
 	}
-	s := &sourcer{h: h, cache: map[netip.Addr]netip.Addr{}}
-	if as, err := h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+	s := &sourcer{kernelRoutes: k}
+	if as, err := k.h.AddrList(nil, netlink.FAMILY_ALL); err == nil {
 		for _, a := range as {
 			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
 				s.addrs = append(s.addrs, ip.Unmap())
@@ -255,31 +262,19 @@ func newSourcer(ns *netns.NS) (*sourcer, error) {
 	return s, nil
 }
 
-func (s *sourcer) close() { s.h.Close() }
-
 func (s *sourcer) from(dst netip.Addr) netip.Addr {
 	if !dst.IsValid() {
 		return netip.Addr{}
 	}
-	if a, ok := s.cache[dst]; ok {
+	if a := s.get(dst).src; a.IsValid() && a.Is4() == dst.Is4() {
 		return a
 	}
-	var a netip.Addr
-	if rts, err := s.h.RouteGet(addrOf(dst)); err == nil && len(rts) > 0 && rts[0].Src != nil {
-		a, _ = netip.AddrFromSlice(rts[0].Src)
-		a = a.Unmap()
-	}
-	if !a.IsValid() || a.Is4() != dst.Is4() {
-		a = netip.Addr{}
-		for _, x := range s.addrs {
-			if x.Is4() == dst.Is4() {
-				a = x
-				break
-			}
+	for _, x := range s.addrs {
+		if x.Is4() == dst.Is4() {
+			return x
 		}
 	}
-	s.cache[dst] = a
-	return a
+	return netip.Addr{}
 }
 
 // resolve fills the flows' missing ends with the namespace's own address and

@@ -173,25 +173,22 @@ func collectPMTU(ctx context.Context, in Input) (*PathMTU, error) {
 // its MTU, and the path MTU the kernel has cached for the destination (the
 // probes ignore the cache: they find out afresh).
 func egressMTU(in Input) (dev string, mtu, cached int, err error) {
-	h, err := in.NS.Handle()
+	k, err := openKernelRoutes(in.NS)
 	if err != nil {
 		return "", 0, 0, err
 	}
-	defer h.Close()
-	rts, err := h.RouteGet(addrOf(in.To.Addr))
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("no route to %s: %w", in.To.Addr, err)
+	defer k.Close()
+	r := k.get(in.To.Addr)
+	if r.err != nil {
+		return "", 0, 0, fmt.Errorf("no route to %s: %w", in.To.Addr, r.err)
 	}
-	if len(rts) == 0 {
-		return "", 0, 0, fmt.Errorf("no route to %s", in.To.Addr)
-	}
-	l, err := h.LinkByIndex(rts[0].LinkIndex)
+	l, err := k.h.LinkByIndex(r.index)
 	if err != nil {
 		return "", 0, 0, err
 	}
 	mtu = l.Attrs().MTU
-	if rts[0].MTU > 0 && rts[0].MTU < mtu {
-		cached = rts[0].MTU
+	if r.mtu > 0 && r.mtu < mtu {
+		cached = r.mtu
 	}
 	return l.Attrs().Name, mtu, cached, nil
 }

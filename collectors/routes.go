@@ -3,7 +3,6 @@ package collectors
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
 
@@ -171,20 +170,18 @@ func collectRoutes(ctx context.Context, in Input) (*Routes, error) {
 		}
 		out.Rules = append(out.Rules, ru)
 	}
+	kr := newKernelRoutes(h, names)
 	get := func(dst netip.Addr) ChosenRoute {
-		c := ChosenRoute{Dst: dst.String()}
-		got, err := h.RouteGet(net.IP(dst.AsSlice()))
-		switch {
-		case err != nil:
-			c.Error = err.Error()
-		case len(got) > 0:
-			c.Dev = names[got[0].LinkIndex]
-			if got[0].Gw != nil {
-				c.Gateway = got[0].Gw.String()
-			}
-			if got[0].Src != nil {
-				c.Src = got[0].Src.String()
-			}
+		r := kr.get(dst)
+		c := ChosenRoute{Dst: dst.String(), Dev: r.dev}
+		if r.err != nil {
+			c.Error = r.err.Error()
+		}
+		if r.gw.IsValid() {
+			c.Gateway = r.gw.String()
+		}
+		if r.src.IsValid() {
+			c.Src = r.src.String()
 		}
 		return c
 	}

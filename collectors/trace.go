@@ -4,9 +4,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // FlowTrace is the walk of one flow through a namespace's rules.
@@ -205,50 +202,6 @@ func pathIfaces(f Flow, path string, rt Router) (in, out string, inKnown, outKno
 		}
 	}
 	return in, out, inKnown, outKnown
-}
-
-// nsRouter answers Route from a namespace's kernel (`ip route get`).
-type nsRouter struct {
-	h     *netlink.Handle
-	names map[int]string
-	cache map[netip.Addr]routeAnswer
-}
-
-type routeAnswer struct {
-	dev   string
-	local bool
-	ok    bool
-}
-
-func newNSRouter(in Input) (*nsRouter, func(), error) {
-	h, err := in.NS.Handle()
-	if err != nil {
-		return nil, nil, err
-	}
-	_, names, err := linkNames(h)
-	if err != nil {
-		h.Close()
-		return nil, nil, err
-	}
-	return &nsRouter{h: h, names: names, cache: map[netip.Addr]routeAnswer{}}, func() { h.Close() }, nil
-}
-
-func (r *nsRouter) Route(dst netip.Addr) (string, bool, bool) {
-	if !dst.IsValid() {
-		return "", false, false
-	}
-	if a, ok := r.cache[dst]; ok {
-		return a.dev, a.local, a.ok
-	}
-	var a routeAnswer
-	if rts, err := r.h.RouteGet(addrOf(dst)); err == nil && len(rts) > 0 {
-		a = routeAnswer{dev: r.names[rts[0].LinkIndex], local: rts[0].Type == unix.RTN_LOCAL, ok: true}
-		if a.dev == "" {
-			a.ok = false
-		}
-	}
-	r.cache[dst] = a
-	return a.dev, a.local, a.ok
 }
 
 // StaticRouter is a Router from a table: the device for each prefix

@@ -11,7 +11,8 @@ import (
 // cannot keep a fault's leftovers.
 var iptablesTables = []string{"raw", "mangle", "nat", "filter"}
 
-var builtinChains = map[string][]string{
+// BuiltinChains are the chains the kernel gives each iptables table.
+var BuiltinChains = map[string][]string{
 	"raw":    {"PREROUTING", "OUTPUT"},
 	"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
@@ -45,7 +46,7 @@ func (d *Desired) renderTables(c *NSConfig, v6 bool) string {
 	var b strings.Builder
 	for _, t := range iptablesTables {
 		fmt.Fprintf(&b, "*%s\n", t)
-		for _, ch := range builtinChains[t] {
+		for _, ch := range BuiltinChains[t] {
 			fmt.Fprintf(&b, ":%s ACCEPT [0:0]\n", ch)
 		}
 		seen := map[string]bool{}

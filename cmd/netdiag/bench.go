@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -551,11 +550,6 @@ func benchDrops(ctx context.Context, c *cli, l *lab.Lab) error {
 			}
 			results[i] = append(results[i], r)
 		}
-	}
-	median := func(v []float64) float64 {
-		s := slices.Clone(v)
-		slices.Sort(s)
-		return s[len(s)/2]
 	}
 	w := c.stdout
 	fmt.Fprintf(w, "64-byte UDP from pod %s through its veth pair to node %s, %s per run, median of %d runs:\n", client.Name, nodeB.Name, window, rounds)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -102,8 +103,9 @@ func benchTracer(c *cli) error {
 	return nil
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
+// median is the middle of the measurements (the upper one of an even count).
+func median[T cmp.Ordered](v []T) T {
+	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
