@@ -13,11 +13,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/netns"
@@ -303,15 +301,24 @@ type Target struct {
 }
 
 func (t *Target) ns(s Scope) *netns.NS {
+	if p := t.Slot(s); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Slot is where the target keeps the namespace of a scope (nil for an
+// unknown scope).
+func (t *Target) Slot(s Scope) **netns.NS {
 	switch s {
 	case ScopeSource:
-		return t.Source
+		return &t.Source
 	case ScopePeer:
-		return t.Peer
+		return &t.Peer
 	case ScopeNode:
-		return t.Node
+		return &t.Node
 	case ScopePeerNode:
-		return t.PeerNode
+		return &t.PeerNode
 	}
 	return nil
 }
@@ -391,93 +398,6 @@ func RunOne(ctx context.Context, ns *netns.NS, scope Scope, name string, p *Para
 func safeRun(ctx context.Context, c *collector, in Input) (data any, err error) {
 	defer Recover("collector "+c.name, &err)
 	return c.run(ctx, in)
-}
-
-// Run runs jobs in parallel on the target and returns their evidence in job
-// order. Captures and the drops watch start first and the probes only once
-// every capture socket is bound and the drops program attached, so the
-// probes' own packets are in the pcap and their drops are seen; the dumps
-// do not wait. The drops watch ends when the probes are done.
-func Run(ctx context.Context, t *Target, jobs []Job, p *Params) []Evidence {
-	if p == nil {
-		p = &Params{}
-	}
-	if !p.Prepared {
-		if err := Prepare(t, p, jobs); err != nil {
-			slog.Warn("collectors: could not prepare the run; firewall traces may lack source addresses", "err", err)
-		}
-	}
-	out := make([]Evidence, len(jobs))
-	type running struct {
-		i     int
-		end   func() (any, error)
-		start time.Time
-	}
-	var (
-		mu      sync.Mutex
-		watches []running
-		setup   sync.WaitGroup
-	)
-	for i, j := range jobs {
-		if !IsWatch(j.Collector) {
-			continue
-		}
-		ns := t.ns(j.Scope)
-		out[i] = Evidence{Collector: j.Collector, Scope: j.Scope, Label: j.Label, Started: time.Now().UTC()}
-		if ns == nil {
-			out[i].setResult(nil, noNamespace(j.Scope))
-			continue
-		}
-		out[i].Netns = ns.Path()
-		setup.Go(func() {
-			start := time.Now()
-			var end func() (any, error)
-			err := func() (err error) {
-				defer Recover("watch "+j.Collector, &err)
-				end, err = registry[j.Collector].watch(ctx, Input{NS: ns, Scope: j.Scope, Params: j.params(p)}, t)
-				return err
-			}()
-			if err != nil {
-				out[i].setResult(nil, err)
-				return
-			}
-			mu.Lock()
-			watches = append(watches, running{i, end, start})
-			mu.Unlock()
-		})
-	}
-	ready := make(chan struct{})
-	go func() { setup.Wait(); close(ready) }()
-	var work sync.WaitGroup
-	for i, j := range jobs {
-		if IsWatch(j.Collector) {
-			continue
-		}
-		work.Go(func() {
-			if IsProbe(j.Collector) {
-				<-ready
-			}
-			out[i] = RunOne(ctx, t.ns(j.Scope), j.Scope, j.Collector, j.params(p))
-			out[i].Label = j.Label
-		})
-	}
-	work.Wait()
-	<-ready
-	// Each watch ends its own way: the drops watch at once, a capture at
-	// its duration, packet or byte bound.
-	var ending sync.WaitGroup
-	for _, r := range watches {
-		ending.Go(func() {
-			data, err := func() (data any, err error) {
-				defer Recover("watch "+out[r.i].Collector, &err)
-				return r.end()
-			}()
-			out[r.i].setResult(data, err)
-			out[r.i].DurationMS = float64(time.Since(r.start).Microseconds()) / 1000
-		})
-	}
-	ending.Wait()
-	return out
 }
 
 func (j Job) params(shared *Params) *Params {

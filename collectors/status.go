@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/internal/tools"
@@ -45,7 +46,20 @@ const (
 	KindPanic         ErrorKind = "panic"          // a bug: the collector panicked
 	KindNotApplicable ErrorKind = "not-applicable" // nothing to do (see StatusNotApplicable)
 	KindFailed        ErrorKind = "failed"         // anything else
+	// KindUnreachable: the agent of the node the job was to run on did
+	// not answer; KindNotFound: the pod's namespace is not on that node.
+	KindUnreachable ErrorKind = "agent-unreachable"
+	KindNotFound    ErrorKind = "not-found"
 )
+
+// JobFailed is the evidence of a job that could not be run at all (its
+// node's agent did not answer, its pod is not there): the failure is
+// evidence too, so that the finding can name it.
+func JobFailed(j Job, kind ErrorKind, err error) Evidence {
+	ev := Evidence{Collector: j.Collector, Scope: j.Scope, Label: j.Label, Started: time.Now().UTC()}
+	ev.setResult(nil, withKind(kind, err))
+	return ev
+}
 
 // kindError carries an explicit kind through error wrapping.
 type kindError struct {

@@ -56,7 +56,7 @@ func refused(listeners []collectors.Listener) []collectors.Evidence {
 }
 
 func TestRefusedConnections(t *testing.T) {
-	req := &Request{Source: "/run/netns/a", Peer: "/run/netns/b", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), Peer: NetnsPlace("/run/netns/b"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	for _, tc := range []struct {
 		name string
 		evs  []collectors.Evidence
@@ -77,7 +77,7 @@ func TestRefusedConnections(t *testing.T) {
 // TestJSONContract: the fields scripts rely on are always there, pcap is
 // null without a capture, lists are [] not null.
 func TestJSONContract(t *testing.T) {
-	req := &Request{Source: "/run/netns/a", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	f := Classify(req, refused(nil))
 	var b bytes.Buffer
 	if err := f.WriteJSON(&b, false); err != nil {
@@ -110,7 +110,7 @@ func TestJSONContract(t *testing.T) {
 }
 
 func TestInsufficientEvidence(t *testing.T) {
-	req := &Request{Source: "/run/netns/a", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	tcp := &collectors.TCP{Dst: "10.0.0.5:8080", Timeout: 3, Attempts: []collectors.TCPAttempt{{Result: "timeout"}, {Result: "timeout"}, {Result: "timeout"}}}
 	f := Classify(req, []collectors.Evidence{{Collector: "tcp", Scope: collectors.ScopeSource, Data: tcp}})
 	if f.Verdict() != Insufficient || len(f.NextSteps) == 0 || len(f.Evidence) == 0 {
@@ -122,7 +122,7 @@ func TestInsufficientEvidence(t *testing.T) {
 // look alike from the source; approximate (tracefs) drops never decide, and
 // drops the probes cause by design are not reported as problems.
 func TestKernelDropReasons(t *testing.T) {
-	req := &Request{Source: "/run/netns/a", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	syn := func(reason, where, netnsName string) drops.Drop {
 		return drops.Drop{Reason: reason, Location: "nft_do_chain+0x1", Dev: "eth0", Where: where, NetnsName: netnsName, Proto: "tcp",
 			Src: "10.0.0.9", Dst: "10.0.0.5", SPort: 40000, DPort: 8080, Packet: "SYN", TTL: 64}
@@ -182,7 +182,7 @@ func TestKernelDropReasons(t *testing.T) {
 // TestDropsUnavailable: without the kernel's drop reasons the diagnosis goes
 // on and says what it could not see.
 func TestDropsUnavailable(t *testing.T) {
-	req := &Request{Source: "/run/netns/a", Peer: "/run/netns/b", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), Peer: NetnsPlace("/run/netns/b"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	evs := append(refused([]collectors.Listener{{Proto: "tcp", Addr: "0.0.0.0", Port: 9090}}),
 		collectors.Evidence{Collector: "drops", Scope: collectors.ScopeSource, Data: &collectors.DropsResult{Method: "unavailable", Note: "the kernel's drop reasons could not be read: no BTF"}})
 	f := Classify(req, evs)
@@ -202,7 +202,7 @@ func TestClassifyNeverPanics(t *testing.T) {
 	saved := rules
 	defer func() { rules = saved }()
 	rules = append([]rule{{NetFirewall, func(f *facts) outcome { var m *match; return concluded(&match{summary: m.summary}) }}}, saved...)
-	req := &Request{Source: "/run/netns/a", Peer: "/run/netns/b", To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
+	req := &Request{Source: NetnsPlace("/run/netns/a"), Peer: NetnsPlace("/run/netns/b"), To: &collectors.Dest{Addr: netip.MustParseAddr("10.0.0.5"), Port: 8080}}
 	f := Classify(req, refused([]collectors.Listener{{Proto: "tcp", Addr: "127.0.0.1", Port: 8080}}))
 	if f.Verdict() != PortLoopback {
 		t.Errorf("with a broken rule: %s, want the next rule's %s", f.Verdict(), PortLoopback)

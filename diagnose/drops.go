@@ -242,20 +242,8 @@ func (f *facts) nsCommand(d drops.Drop) string {
 	return ""
 }
 
-// scopePath is the namespace path of a scope in the request.
-func (f *facts) scopePath(s collectors.Scope) string {
-	switch s {
-	case collectors.ScopeSource:
-		return f.req.Source
-	case collectors.ScopePeer:
-		return f.req.Peer
-	case collectors.ScopeNode:
-		return f.req.Node
-	case collectors.ScopePeerNode:
-		return f.req.PeerNode
-	}
-	return ""
-}
+// scopePath is the namespace path of a scope in the request, when it has one.
+func (f *facts) scopePath(s collectors.Scope) string { return f.req.place(s).Netns }
 
 // dropLines tells at most n drops.
 func (f *facts) dropLines(ds []drops.Drop, n int) []Observation {

@@ -33,6 +33,9 @@ type facts struct {
 	drops   *collectors.DropsResult
 	// failures are collectors that could not run, as evidence.
 	failures []Observation
+	// unreached are the scopes whose node's agent did not answer, and
+	// missing those whose pod is not on its node: why, per scope.
+	unreached, missing map[collectors.Scope]string
 }
 
 // readFacts reads the evidence of one family's question: the probes with
@@ -43,11 +46,18 @@ func readFacts(r *Request, ev []collectors.Evidence, label string) *facts {
 		links: map[collectors.Scope]*collectors.Links{}, routes: map[collectors.Scope]*collectors.Routes{},
 		neigh: map[collectors.Scope]*collectors.Neighbours{}, sysctls: map[collectors.Scope]*collectors.Sysctls{},
 		sockets: map[collectors.Scope]*collectors.Sockets{}, ipt: map[collectors.Scope]*collectors.Iptables{},
-		nft: map[collectors.Scope]*collectors.Nftables{}}
+		nft:       map[collectors.Scope]*collectors.Nftables{},
+		unreached: map[collectors.Scope]string{}, missing: map[collectors.Scope]string{}}
 	for i := range ev {
 		e := &ev[i]
 		if collectors.IsProbe(e.Collector) && e.Label != label && e.Label != "endpoint" {
 			continue // another family's probe
+		}
+		switch e.ErrorKind {
+		case collectors.KindUnreachable:
+			f.unreached[e.Scope] = e.Error
+		case collectors.KindNotFound:
+			f.missing[e.Scope] = e.Error
 		}
 		if e.State() == collectors.StatusFailed {
 			f.failures = append(f.failures, obs(e.Collector, "could not run in the %s namespace (%s): %s", e.Scope, orWord(string(e.ErrorKind), "failed"), e.Error))
@@ -98,7 +108,7 @@ func readFacts(r *Request, ev []collectors.Evidence, label string) *facts {
 		}
 	}
 	// When the source is a node, the node's view is the source's.
-	if r.Node != "" && r.Node == r.Source {
+	if r.Node.Same(r.Source) {
 		alias(f.links)
 		alias(f.routes)
 		alias(f.neigh)
@@ -276,12 +286,12 @@ func (f *facts) scopeName(s collectors.Scope) string {
 		if c != nil && c.SourceName != "" {
 			return c.SourceName
 		}
-		return "the source namespace " + f.req.Source
+		return "the source namespace " + f.req.Source.String()
 	case collectors.ScopePeer:
 		if c != nil && c.PeerName != "" {
 			return c.PeerName
 		}
-		return "the destination namespace " + f.req.Peer
+		return "the destination namespace " + f.req.Peer.String()
 	case collectors.ScopeNode:
 		if c != nil && c.SourceNode != nil {
 			return "node " + c.SourceNode.Name

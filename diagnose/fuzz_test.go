@@ -68,12 +68,12 @@ var fuzzAddrs = []netip.Addr{
 func (g *gen) addr() netip.Addr { return fuzzAddrs[g.n(len(fuzzAddrs))] }
 
 func (g *gen) request() *Request {
-	r := &Request{Source: "/run/netns/a", Question: "fuzz"}
+	r := &Request{Source: NetnsPlace("/run/netns/a"), Question: "fuzz"}
 	if g.yes() {
-		r.Peer = "/run/netns/b"
+		r.Peer = NetnsPlace("/run/netns/b")
 	}
 	if g.yes() {
-		r.Node = "/run/netns/n"
+		r.Node = NetnsPlace("/run/netns/n")
 	}
 	if g.yes() {
 		r.Node = r.Source

@@ -9,15 +9,13 @@ import (
 	"github.com/netdiag/netdiag/collectors"
 )
 
-// Plan is what to run for a request: collector jobs per namespace and the
-// shared parameters. It crosses to a node's agent as JSON.
+// Plan is what to run for a request: where each scope lives, the collector
+// jobs per scope, and the shared parameters. Split cuts it into the parts
+// that run on each node.
 type Plan struct {
-	Source   string             `json:"source"`
-	Peer     string             `json:"peer,omitempty"`
-	Node     string             `json:"node,omitempty"`
-	PeerNode string             `json:"peer_node,omitempty"`
-	Jobs     []collectors.Job   `json:"jobs"`
-	Params   *collectors.Params `json:"params"`
+	Places map[collectors.Scope]Place `json:"places"`
+	Jobs   []collectors.Job           `json:"jobs"`
+	Params *collectors.Params         `json:"params"`
 }
 
 // NewPlan picks the collectors for the question. It starts from the
@@ -31,7 +29,10 @@ func NewPlan(r *Request) (*Plan, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Plan{Source: r.Source, Peer: r.Peer, Node: r.Node, PeerNode: r.PeerNode}
+	p := &Plan{Places: map[collectors.Scope]Place{}}
+	for _, sc := range r.scopes() {
+		p.Places[sc] = r.place(sc)
+	}
 	params := &collectors.Params{To: r.To, DNS: append([]string(nil), r.DNS...), ResolvConf: r.ResolvConf}
 	p.Params = params
 	c := r.Cluster
@@ -110,7 +111,7 @@ func NewPlan(r *Request) (*Plan, error) {
 			// When the source is the node itself, its namespace is the
 			// source scope.
 			here := collectors.ScopeNode
-			if r.Node == r.Source {
+			if r.Node.Same(r.Source) {
 				here = collectors.ScopeSource
 			}
 			port := uint16(c.SourceNode.OverlayPort)
@@ -133,16 +134,31 @@ var icmpProbes = []string{"ping", "pmtu", "hops"}
 // not the source's.
 func (r *Request) scopes() []collectors.Scope {
 	out := []collectors.Scope{collectors.ScopeSource}
-	if r.Node != "" && r.Node != r.Source {
+	if !r.Node.IsZero() && !r.Node.Same(r.Source) {
 		out = append(out, collectors.ScopeNode)
 	}
-	if r.Peer != "" {
+	if !r.Peer.IsZero() {
 		out = append(out, collectors.ScopePeer)
 	}
-	if r.PeerNode != "" && r.PeerNode != r.Node {
+	if !r.PeerNode.IsZero() && !r.PeerNode.Same(r.Node) {
 		out = append(out, collectors.ScopePeerNode)
 	}
 	return out
+}
+
+// place is where a scope of the request lives.
+func (r *Request) place(s collectors.Scope) Place {
+	switch s {
+	case collectors.ScopeSource:
+		return r.Source
+	case collectors.ScopePeer:
+		return r.Peer
+	case collectors.ScopeNode:
+		return r.Node
+	case collectors.ScopePeerNode:
+		return r.PeerNode
+	}
+	return Place{}
 }
 
 // String lists the plan's jobs, for logs.

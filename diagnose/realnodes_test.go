@@ -81,9 +81,9 @@ COMMIT
 		{"firewall, the kernel's word", "[2001:2:200::2]:8081", false, diagnose.PortFirewall, 0.8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &diagnose.Request{Source: b.Path("a"), To: dest(tc.to)}
+			r := &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), To: dest(tc.to)}
 			if tc.peer {
-				r.Peer = b.Path("b")
+				r.Peer = diagnose.NetnsPlace(b.Path("b"))
 			}
 			f := diagnoseReq(t, r)
 			want(t, f, tc.want, tc.conf)
@@ -107,7 +107,7 @@ func TestIPv6Capture(t *testing.T) {
 	b := twoHosts(t, "tcap6")
 	b.Serve("b", "tcp", "[::]:8080", false)
 	pcap := filepath.Join(t.TempDir(), "v6.pcap")
-	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), To: dest("[2001:2:200::2]:8080"), Capture: time.Second,
+	f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), To: dest("[2001:2:200::2]:8080"), Capture: time.Second,
 		Filter: "ip6 and tcp port 8080", Pcap: pcap})
 	want(t, f, diagnose.Healthy, 0.9)
 	if f.Pcap == nil || *f.Pcap != pcap {
@@ -172,7 +172,7 @@ COMMIT
 		{"lo accept does not hide the drop, IPv6", "[2001:2:200::2]:8082", diagnose.PortFirewall},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), Peer: b.Path("b"), To: dest(tc.to), Drops: "off"})
+			f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), Peer: diagnose.NetnsPlace(b.Path("b")), To: dest(tc.to), Drops: "off"})
 			want(t, f, tc.want, 0.9)
 			if tc.want == diagnose.PortFirewall && !strings.Contains(strings.Join(evidence(f), "\n"), "app port closed") {
 				t.Errorf("the rule is not named: %v", evidence(f))
@@ -229,7 +229,7 @@ COMMIT
 	})
 	defer func() { cancel(); wg.Wait() }()
 	time.Sleep(300 * time.Millisecond)
-	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), To: dest("198.18.200.2:8083"), Capture: 2 * time.Second,
+	f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), To: dest("198.18.200.2:8083"), Capture: 2 * time.Second,
 		Pcap: filepath.Join(t.TempDir(), "bulk.pcap")})
 	want(t, f, diagnose.Healthy, 0.9)
 	// The test means something only if the capture did see the bulk flow
@@ -255,7 +255,7 @@ func TestResolvConfWithoutNameserver(t *testing.T) {
 	if err := os.WriteFile(rc, []byte("search example.internal\noptions ndots:2\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), ResolvConf: rc, DNS: []string{"web.example.internal"}})
+	f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), ResolvConf: rc, DNS: []string{"web.example.internal"}})
 	want(t, f, diagnose.DNSConfig, 0.9)
 	if !strings.Contains(f.Summary, "no nameserver") {
 		t.Errorf("summary does not say what is wrong: %s", f.Summary)
@@ -291,7 +291,7 @@ COMMIT
 `)
 	for _, to := range []string{"198.18.202.1:8080", "[2001:2:202::1]:8080"} {
 		t.Run(to, func(t *testing.T) {
-			f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), To: dest(to)})
+			f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), To: dest(to)})
 			want(t, f, diagnose.MTUMismatch, 0.9)
 			if !strings.Contains(strings.Join(evidence(f), "\n"), "black hole") {
 				t.Errorf("no black hole in the evidence: %v", evidence(f))
@@ -305,7 +305,7 @@ COMMIT
 func TestDualStackName(t *testing.T) {
 	b := twoHosts(t, "tdual")
 	b.Serve("b", "tcp4", "0.0.0.0:8084", false) // IPv4 only
-	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), Peer: b.Path("b"),
+	f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), Peer: diagnose.NetnsPlace(b.Path("b")),
 		To: dest("198.18.200.2:8084"), AltTo: dest("[2001:2:200::2]:8084")})
 	want(t, f, diagnose.PortNotListen, 0.9)
 	if f.Family != "ipv6" || !strings.Contains(f.Summary, "IPv6 only") {
@@ -368,13 +368,13 @@ func TestDNSOverIPv6Nameserver(t *testing.T) {
 	good, bad := filepath.Join(dir, "good.conf"), filepath.Join(dir, "bad.conf")
 	os.WriteFile(good, []byte("nameserver 2001:2:200::2\nsearch example.internal\n"), 0o644)
 	os.WriteFile(bad, []byte("nameserver 2001:2:200::99\nsearch example.internal\n"), 0o644)
-	f := diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), ResolvConf: good, DNS: []string{"web"}})
+	f := diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), ResolvConf: good, DNS: []string{"web"}})
 	want(t, f, diagnose.Healthy, 0.9)
 	ev := strings.Join(evidence(f), "\n")
 	if !strings.Contains(ev, "198.18.200.2") || !strings.Contains(ev, "2001:2:200::2") {
 		t.Errorf("want both the A and the AAAA answer in the evidence:\n%s", ev)
 	}
-	f = diagnoseReq(t, &diagnose.Request{Source: b.Path("a"), ResolvConf: bad, DNS: []string{"web"}})
+	f = diagnoseReq(t, &diagnose.Request{Source: diagnose.NetnsPlace(b.Path("a")), ResolvConf: bad, DNS: []string{"web"}})
 	t.Logf("unreachable IPv6 nameserver: %s %.2f: %s", f.Verdict(), f.Confidence, strings.Join(evidence(f), "; "))
 	if f.Verdict() == diagnose.Healthy || f.Verdict() == diagnose.DNSConfig {
 		t.Errorf("an unreachable IPv6 nameserver: %s (%s)", f.Verdict(), f.Summary)

@@ -12,12 +12,13 @@ type Request struct {
 	// Question restates it in the user's words ("pod default/client to
 	// svc/default/web:80").
 	Question string `json:"question"`
-	// Namespace paths: the source (the pod), the destination side, the
-	// source's node and the destination's node. Only Source is required.
-	Source   string `json:"source"`
-	Peer     string `json:"peer,omitempty"`
-	Node     string `json:"node,omitempty"`
-	PeerNode string `json:"peer_node,omitempty"`
+	// Where the question's namespaces are: the source (the pod), the
+	// destination side, the source's node and the destination's node.
+	// Only Source is required.
+	Source   Place `json:"source"`
+	Peer     Place `json:"peer,omitzero"`
+	Node     Place `json:"node,omitzero"`
+	PeerNode Place `json:"peer_node,omitzero"`
 
 	To *collectors.Dest `json:"to,omitempty"`
 	// AltTo is the same destination in the other address family (a name
@@ -105,8 +106,16 @@ type Node struct {
 // Validate checks a request before anything runs; the errors say what is
 // accepted.
 func (r *Request) Validate() error {
-	if r.Source == "" {
-		return fmt.Errorf("no source namespace: give --netns /run/netns/NAME, NAME or /proc/PID/ns/net")
+	if r.Source.IsZero() {
+		return fmt.Errorf("no source: give a pod (pod NS/NAME), a node (node NAME) or a namespace (--netns /run/netns/NAME, NAME or /proc/PID/ns/net)")
+	}
+	for _, x := range []struct {
+		what string
+		p    Place
+	}{{"source", r.Source}, {"destination", r.Peer}, {"source node", r.Node}, {"destination node", r.PeerNode}} {
+		if err := x.p.Validate(x.what); err != nil {
+			return err
+		}
 	}
 	if r.Capture < 0 || r.Capture > collectors.MaxCaptureDuration {
 		return fmt.Errorf("capture %s: give a duration between 1s and %s, e.g. 3s", r.Capture, collectors.MaxCaptureDuration)

@@ -8,6 +8,8 @@ package diagnose
 // rules_cni.go); adding a cause means a verdict in taxonomy.go, a rule
 // there, its line here, and its test.
 var rules = []rule{
+	{TargetNotFound, ruleSourceMissing},  // the source's pod is not on its node
+	{AgentDown, ruleSourceUnreached},     // the source's node did not answer
 	{NetLinkDown, ruleLinkDown},          // an interface on the path is down
 	{NetRoute, ruleNoRoute},              // the source has no route
 	{PortExhaustion, rulePortExhaustion}, // no free source port
@@ -26,4 +28,5 @@ var rules = []rule{
 	{PortNotListen, ruleNotListening},    // nothing listens on the port
 	{NetRoute, ruleRouteAsymmetric},      // two ways out, or an asymmetric path
 	{MTUMismatch, ruleMTU},               // large packets are lost
+	{AgentDown, rulePeerUnreached},       // nothing found, and a node did not answer
 }

@@ -104,12 +104,12 @@ func runDemo(c *cli, args []string) int {
 			return err
 		}
 		if len(alone) > 0 && alone[0] {
-			req.Peer, req.PeerNode = "", ""
+			req.Peer, req.PeerNode = diagnose.Place{}, diagnose.Place{}
 			also := ""
 			if req.AltTo != nil {
 				also = fmt.Sprintf("    (the pod's IPv6 address %s is probed too)", req.AltTo.Addr)
 			}
-			fmt.Fprintf(w, "\n$ netdiag diagnose --netns %s --to %s%s\n\n", req.Source, req.To, also)
+			fmt.Fprintf(w, "\n$ netdiag diagnose --netns %s --to %s%s\n\n", req.Source.Netns, req.To, also)
 		} else {
 			fmt.Fprintf(w, "\n$ netdiag diagnose --lab %s\n\n", strings.Join(question, " "))
 		}

@@ -105,9 +105,13 @@ func runDiagnose(c *cli, args []string) int {
 		if pf.netns == "" {
 			return c.usageError("diagnose", "--netns is required (accepted: /run/netns/NAME, NAME, /proc/PID/ns/net), or --lab pod NS/NAME")
 		}
-		req = &diagnose.Request{Source: pf.netns, Peer: pf.peer, Node: pf.node, ResolvConf: pf.resolvConf, DNS: pf.dns}
-		if req.Node == "" {
-			req.Node = "/proc/self/ns/net"
+		req = &diagnose.Request{Source: diagnose.NetnsPlace(pf.netns), ResolvConf: pf.resolvConf, DNS: pf.dns}
+		if pf.peer != "" {
+			req.Peer = diagnose.NetnsPlace(pf.peer)
+		}
+		req.Node = diagnose.NetnsPlace("/proc/self/ns/net")
+		if pf.node != "" {
+			req.Node = diagnose.NetnsPlace(pf.node)
 		}
 		req.Question = "netns " + pf.netns
 		if pf.to != "" {
@@ -128,7 +132,7 @@ func runDiagnose(c *cli, args []string) int {
 		req.ResolvConf = pf.resolvConf
 	}
 	// Every namespace must exist before anything runs.
-	for _, x := range []struct{ flag, path string }{{"--netns", req.Source}, {"--peer-netns", req.Peer}, {"--node-netns", req.Node}, {"peer node", req.PeerNode}} {
+	for _, x := range []struct{ flag, path string }{{"--netns", req.Source.Netns}, {"--peer-netns", req.Peer.Netns}, {"--node-netns", req.Node.Netns}, {"peer node", req.PeerNode.Netns}} {
 		if x.path == "" {
 			continue
 		}
@@ -158,7 +162,7 @@ func runDiagnose(c *cli, args []string) int {
 	if req.To != nil && !req.To.Addr.IsValid() {
 		// A name resolves the way the pod would resolve it; with both A
 		// and AAAA records, both families are probed.
-		src, err := netns.Open(req.Source)
+		src, err := netns.Open(req.Source.Netns)
 		if err != nil {
 			return c.usageError("diagnose", "--netns: %v", err)
 		}

@@ -652,3 +652,79 @@ func nameNamespaces(ds []Drop) {
 		}
 	}
 }
+
+// Merge joins the drops watches of several nodes into one result. Nodes
+// that share a kernel (the lab, or two parts of a plan on one node) each
+// see every drop, so one drop is counted once: per kind of drop (namespace,
+// reason, place in the kernel, packet), the result keeps the count of the
+// watch that saw it most often, preferring the entries that name the
+// namespace in the diagnosis' words.
+func Merge(results ...*Result) *Result {
+	var live []*Result
+	for _, r := range results {
+		if r != nil {
+			live = append(live, r)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return nil
+	case 1:
+		return live[0]
+	}
+	type key struct {
+		netns                    uint64
+		reason, location, packet string
+		proto, src, dst          string
+		sport, dport             uint16
+		answer                   bool
+	}
+	keyOf := func(d Drop) key {
+		return key{d.Netns, d.Reason, d.Location, d.Packet, d.Proto, d.Src, d.Dst, d.SPort, d.DPort, d.Answer}
+	}
+	best := map[key][]Drop{}
+	var order []key
+	out := &Result{Method: live[0].Method, ByReason: map[string]int{}}
+	var methods, notes []string
+	for _, r := range live {
+		if !slices.Contains(methods, r.Method) {
+			methods = append(methods, r.Method)
+		}
+		if r.Note != "" && !slices.Contains(notes, r.Note) {
+			notes = append(notes, r.Note)
+		}
+		out.Approximate = out.Approximate || r.Approximate
+		out.AnyNamespace = out.AnyNamespace || r.AnyNamespace
+		out.LoadMS = max(out.LoadMS, r.LoadMS)
+		out.Lost += r.Lost
+		mine := map[key][]Drop{}
+		for _, d := range r.Drops {
+			k := keyOf(d)
+			mine[k] = append(mine[k], d)
+		}
+		for k, ds := range mine {
+			cur, seen := best[k]
+			if !seen {
+				order = append(order, k)
+			}
+			named := func(ds []Drop) bool { return ds[0].Where != "" }
+			if len(ds) > len(cur) || (len(ds) == len(cur) && named(ds) && !named(cur)) {
+				best[k] = ds
+			}
+		}
+	}
+	// A watch that could not run says so; one that ran is the method.
+	if len(methods) > 1 {
+		methods = slices.DeleteFunc(methods, func(m string) bool { return m == "unavailable" })
+		out.Method = strings.Join(methods, "+")
+	}
+	out.Note = strings.Join(notes, "; ")
+	for _, k := range order {
+		for _, d := range best[k] {
+			out.Drops = append(out.Drops, d)
+			out.ByReason[d.Reason]++
+		}
+	}
+	sort.SliceStable(out.Drops, func(i, j int) bool { return out.Drops[i].At.Before(out.Drops[j].At) })
+	return out
+}

@@ -40,14 +40,14 @@ func Request(st *lab.Status, kind, name, to string, dns []string) (*diagnose.Req
 			return nil, fmt.Errorf("%w (accepted: %s)", err, TargetForms)
 		}
 		n, _ := st.Node(p.Node)
-		r.Source, r.Node, r.ResolvConf = p.NetnsPath, n.NetnsPath, p.ResolvConf
+		r.Source, r.Node, r.ResolvConf = podPlace(p), nodePlace(n), p.ResolvConf
 		c.SourceNode, c.SourceName = node(n), "pod "+p.Key()
 	case "node":
 		n, err := st.Node(name)
 		if err != nil {
 			return nil, fmt.Errorf("%w (accepted: %s)", err, TargetForms)
 		}
-		r.Source, r.Node = n.NetnsPath, n.NetnsPath
+		r.Source, r.Node = nodePlace(n), nodePlace(n)
 		c.SourceNode, c.SourceName = node(n), "node "+n.Name
 	default:
 		return nil, fmt.Errorf("unknown target %q (accepted: %s)", kind, TargetForms)
@@ -93,9 +93,9 @@ func resolveTo(st *lab.Status, r *diagnose.Request, to string) error {
 		}
 		r.To = &collectors.Dest{Addr: netip.MustParseAddr(p.IP), Port: uint16(port)}
 		r.AltTo = alt(p.IP6, port)
-		r.Peer, c.PeerName = p.NetnsPath, "pod "+p.Key()
+		r.Peer, c.PeerName = podPlace(p), "pod "+p.Key()
 		n, _ := st.Node(p.Node)
-		r.PeerNode, c.PeerNode = n.NetnsPath, node(n)
+		r.PeerNode, c.PeerNode = nodePlace(n), node(n)
 	case "svc":
 		s, err := st.Service(target)
 		if err != nil {
@@ -122,9 +122,9 @@ func resolveTo(st *lab.Status, r *diagnose.Request, to string) error {
 			if err != nil {
 				continue
 			}
-			r.Peer, c.PeerName = p.NetnsPath, "pod "+p.Key()
+			r.Peer, c.PeerName = podPlace(p), "pod "+p.Key()
 			n, _ := st.Node(p.Node)
-			r.PeerNode, c.PeerNode = n.NetnsPath, node(n)
+			r.PeerNode, c.PeerNode = nodePlace(n), node(n)
 			break
 		}
 	case "host":
@@ -134,7 +134,7 @@ func resolveTo(st *lab.Status, r *diagnose.Request, to string) error {
 		}
 		r.To = &collectors.Dest{Addr: netip.MustParseAddr(h.IP), Port: uint16(port)}
 		r.AltTo = alt(h.IP6, port)
-		r.Peer, c.PeerName = h.NetnsPath, "host "+h.Name
+		r.Peer, c.PeerName = diagnose.NetnsPlace(h.NetnsPath), "host "+h.Name
 	default:
 		return fmt.Errorf("bad --to %q (accepted: %s)", to, ToForms)
 	}
@@ -157,6 +157,17 @@ func cutLast(s, sep string) (string, string, bool) {
 		return s, "", false
 	}
 	return s[:i], s[i+len(sep):], true
+}
+
+// podPlace is a lab pod: on its node, found there by its IP (a lab pod is a
+// bare namespace, which no container runtime knows), or opened by path.
+func podPlace(p *lab.Pod) diagnose.Place {
+	ip, _ := netip.ParseAddr(p.IP)
+	return diagnose.Place{Node: p.Node, Pod: &diagnose.Pod{Namespace: p.Namespace, Name: p.Name, IP: ip}, Netns: p.NetnsPath}
+}
+
+func nodePlace(n *lab.Node) diagnose.Place {
+	return diagnose.Place{Node: n.Name, Netns: n.NetnsPath}
 }
 
 func node(n *lab.Node) *diagnose.Node {

@@ -70,7 +70,7 @@ func TestResetWithoutPeerView(t *testing.T) {
 		}
 		req.Drops = drops
 		if !peer {
-			req.Peer = ""
+			req.Peer = diagnose.Place{}
 		}
 		f, err := eng.Diagnose(ctx, req)
 		if err != nil {
