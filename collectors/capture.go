@@ -160,14 +160,22 @@ func CheckWritable(path string) error {
 	return nil
 }
 
+// PcapFile is where the pcap of a scope goes when the question names one
+// file: the source's in it, another scope's beside it (web.pcap,
+// web-peer.pcap).
+func PcapFile(file string, s Scope) string {
+	if s == ScopeSource || file == "" {
+		return file
+	}
+	return strings.TrimSuffix(file, ".pcap") + "-" + string(s) + ".pcap"
+}
+
 // captureOpts are the capture options for one namespace: on the source, the
 // interface towards the destination; on the peer, its eth0 and a pcap file
 // of its own.
 func captureOpts(in Input) CaptureOptions {
 	opts := in.Capture
-	if in.Scope != ScopeSource && opts.File != "" {
-		opts.File = strings.TrimSuffix(opts.File, ".pcap") + "-" + string(in.Scope) + ".pcap"
-	}
+	opts.File = PcapFile(opts.File, in.Scope)
 	if opts.Iface == "" && in.Scope == ScopeSource && in.To != nil && in.To.Addr.IsValid() {
 		if dev, _, _, err := egressMTU(in); err == nil {
 			opts.Iface = dev

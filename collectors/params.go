@@ -294,3 +294,75 @@ func (s *sourcer) resolve(flows []Flow) []Flow {
 	}
 	return out
 }
+
+// Limits on a question that arrives from elsewhere (an agent's caller):
+// enough for any diagnosis, small enough that no question ties up a node.
+const (
+	MaxPingCount    = 100
+	MaxTCPAttempts  = 20
+	MaxHopRounds    = 10
+	MaxHopsLimit    = 64
+	MaxProbeTimeout = 30 * time.Second
+	MaxDNSNames     = 16
+	MaxFlows        = 256
+	MaxFilterLen    = 1024
+)
+
+// Validate checks parameters before anything runs, and says what is
+// accepted. Paths are checked by the caller's policy (an agent takes none).
+func (p *Params) Validate() error {
+	bound := func(what string, v, max int) error {
+		if v < 0 || v > max {
+			return fmt.Errorf("%s %d: accepted 0 (the default) to %d", what, v, max)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		bound("ping count", p.PingCount, MaxPingCount),
+		bound("TCP attempts", p.TCPAttempts, MaxTCPAttempts),
+		bound("hop rounds", p.HopRounds, MaxHopRounds),
+		bound("max hops", p.MaxHops, MaxHopsLimit),
+		bound("DNS names", len(p.DNS), MaxDNSNames),
+		bound("flows", len(p.Flows)+len(p.ExtraFlows), MaxFlows),
+		bound("filter length", len(p.Capture.Filter), MaxFilterLen),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if p.ProbeTimeout < 0 || p.ProbeTimeout > MaxProbeTimeout {
+		return fmt.Errorf("probe timeout %s: accepted 0 (the default, %s) to %s", p.ProbeTimeout, DefaultProbeTimeout, MaxProbeTimeout)
+	}
+	if p.PingInterval < 0 || p.PingInterval > 10*time.Second {
+		return fmt.Errorf("ping interval %s: accepted 0 (the default, %s) to 10s", p.PingInterval, DefaultPingInterval)
+	}
+	if c := p.Capture; c.Duration < 0 || c.Duration > MaxCaptureDuration || c.MaxPackets < 0 || c.MaxBytes < 0 || c.SnapLen < 0 || c.SnapLen > PayloadSnapLen {
+		return fmt.Errorf("capture: duration 0 to %s, packets, bytes and snap length not negative, snap length at most %d", MaxCaptureDuration, PayloadSnapLen)
+	}
+	if strings.ContainsAny(p.Capture.Iface, "/\x00 ") || len(p.Capture.Iface) > 15 {
+		return fmt.Errorf("capture interface %q: an interface name is at most 15 characters, without '/' or spaces", p.Capture.Iface)
+	}
+	for _, n := range p.DNS {
+		if err := ValidateName(n); err != nil {
+			return err
+		}
+	}
+	for _, list := range [][]string{p.Nameservers, p.DNSEndpoints, p.DNSServers} {
+		for _, a := range list {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return fmt.Errorf("DNS server %q: give an IP address", a)
+			}
+		}
+	}
+	switch p.DropsMethod {
+	case "", "ebpf", "tracefs":
+	default:
+		return fmt.Errorf("drops method %q: accepted: ebpf, tracefs, or empty (eBPF, else tracefs)", p.DropsMethod)
+	}
+	if p.To != nil && p.To.Name != "" {
+		if err := ValidateName(p.To.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}

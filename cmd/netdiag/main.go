@@ -38,6 +38,7 @@ type cli struct {
 
 func commands() []command {
 	return []command{
+		{"agent", "the node agent: runs the node's part of diagnoses for the bot and the CLI (HTTPS, RBAC)", runAgent},
 		{"bench", "measure capture, path-MTU and collector speed on a lab of its own", runBench},
 		{"collect", "run collectors in network namespaces and print the raw evidence", runCollect},
 		{"diagnose", "find out why a pod's network is broken (one verdict, evidence, next steps)", runDiagnose},

@@ -33,6 +33,10 @@ type Found struct {
 	PID  int    `json:"pid,omitempty"`
 	// Via is "cri", "cgroup" or "scan".
 	Via string `json:"via"`
+	// ResolvConf is the pod's own resolv.conf as its containers see it,
+	// when a container process was found (the sandbox's pause process
+	// has none); empty otherwise.
+	ResolvConf string `json:"resolv_conf,omitempty"`
 }
 
 // ErrNotFound is returned when no method finds the pod.
@@ -94,7 +98,40 @@ func ViaCRI(ctx context.Context, socket string, pod PodRef) (*Found, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CRI %s: sandbox %s status: %w", socket, sb.Id, err)
 	}
-	return fromSandboxInfo(st.Info["info"])
+	f, err := fromSandboxInfo(st.Info["info"])
+	if err != nil {
+		return nil, err
+	}
+	f.ResolvConf = containerResolvConf(ctx, rs, sb.Id)
+	return f, nil
+}
+
+// containerResolvConf is the resolv.conf a running container of the
+// sandbox sees (the runtime mounts the pod's into each container), read
+// through the container's root: /proc/PID/root/etc/resolv.conf.
+func containerResolvConf(ctx context.Context, rs cri.RuntimeServiceClient, sandbox string) string {
+	list, err := rs.ListContainers(ctx, &cri.ListContainersRequest{Filter: &cri.ContainerFilter{
+		PodSandboxId: sandbox, State: &cri.ContainerStateValue{State: cri.ContainerState_CONTAINER_RUNNING}}})
+	if err != nil {
+		return ""
+	}
+	for _, c := range list.Containers {
+		st, err := rs.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: c.Id, Verbose: true})
+		if err != nil {
+			continue
+		}
+		var info struct {
+			PID int `json:"pid"`
+		}
+		if json.Unmarshal([]byte(st.Info["info"]), &info) != nil || info.PID <= 0 {
+			continue
+		}
+		p := fmt.Sprintf("/proc/%d/root/etc/resolv.conf", info.PID)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
 }
 
 // sandboxInfo is the part of the verbose sandbox status that containerd and
@@ -199,8 +236,10 @@ func ViaCgroup(root, uid string) (*Found, error) {
 // namespace once) and returns the one with an interface holding ip. Two
 // namespaces holding the same IP is an answer too: it is reported, not
 // guessed.
-func ViaScan(ip netip.Addr) (*Found, error) {
-	all, searched := ScanAll(ip)
+func ViaScan(ip netip.Addr) (*Found, error) { return viaScan(ip, "") }
+
+func viaScan(ip netip.Addr, prefix string) (*Found, error) {
+	all, searched := scanAll(ip, prefix)
 	switch len(all) {
 	case 0:
 		return nil, fmt.Errorf("scan: no namespace on this node holds %s (%d namespaces searched): %w", ip, searched, ErrNotFound)
@@ -215,14 +254,24 @@ func ViaScan(ip netip.Addr) (*Found, error) {
 }
 
 // ScanAll returns every namespace holding ip, and how many were searched.
-func ScanAll(ip netip.Addr) ([]Found, int) {
+func ScanAll(ip netip.Addr) ([]Found, int) { return scanAll(ip, "") }
+
+// scanAll with a prefix searches only the named namespaces that carry it:
+// where several nodes share one kernel (the lab), the rest are not this
+// node's.
+func scanAll(ip netip.Addr, prefix string) ([]Found, int) {
 	var candidates []string
 	if entries, err := os.ReadDir(netns.RunDir); err == nil {
 		for _, e := range entries {
-			candidates = append(candidates, filepath.Join(netns.RunDir, e.Name()))
+			if strings.HasPrefix(e.Name(), prefix) {
+				candidates = append(candidates, filepath.Join(netns.RunDir, e.Name()))
+			}
 		}
 	}
-	procs, _ := os.ReadDir("/proc")
+	var procs []os.DirEntry
+	if prefix == "" {
+		procs, _ = os.ReadDir("/proc")
+	}
 	for _, e := range procs {
 		if _, err := strconv.Atoi(e.Name()); err == nil {
 			candidates = append(candidates, "/proc/"+e.Name()+"/ns/net")
@@ -271,9 +320,24 @@ func holds(ns *netns.NS, ip netip.Addr) (bool, error) {
 	return false, nil
 }
 
+// Find looks with a Finder of those sockets and that cgroup root.
+func Find(ctx context.Context, pod PodRef, criSockets []string, cgroupRoot string) (*Found, error) {
+	return Finder{CRISockets: criSockets, CgroupRoot: cgroupRoot}.Find(ctx, pod)
+}
+
+// Finder says where to look. ScanPrefix, when set, limits the scan to the
+// named namespaces with that prefix (a lab node, whose kernel other nodes
+// share) and leaves the cgroup out (the lab's pods have none).
+type Finder struct {
+	CRISockets []string
+	CgroupRoot string
+	ScanPrefix string
+}
+
 // Find tries the runtime, then the cgroup, then the scan, and reports what
 // each method said when none succeeds.
-func Find(ctx context.Context, pod PodRef, criSockets []string, cgroupRoot string) (*Found, error) {
+func (fd Finder) Find(ctx context.Context, pod PodRef) (*Found, error) {
+	criSockets, cgroupRoot := fd.CRISockets, fd.CgroupRoot
 	var errs []error
 	for _, s := range criSockets {
 		if _, err := os.Stat(s); err != nil {
@@ -285,7 +349,7 @@ func Find(ctx context.Context, pod PodRef, criSockets []string, cgroupRoot strin
 		}
 		errs = append(errs, err)
 	}
-	if pod.UID != "" {
+	if pod.UID != "" && fd.ScanPrefix == "" {
 		f, err := ViaCgroup(cgroupRoot, pod.UID)
 		if err == nil {
 			return f, nil
@@ -293,7 +357,7 @@ func Find(ctx context.Context, pod PodRef, criSockets []string, cgroupRoot strin
 		errs = append(errs, err)
 	}
 	if pod.IP.IsValid() {
-		f, err := ViaScan(pod.IP)
+		f, err := viaScan(pod.IP, fd.ScanPrefix)
 		if err == nil {
 			return f, nil
 		}

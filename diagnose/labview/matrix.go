@@ -93,10 +93,15 @@ func Cases() []Case {
 // RunMatrix diagnoses every case on a running lab: inject, ask, compare,
 // clear. It returns one row per case, in order.
 func RunMatrix(ctx context.Context, instance string, cases []Case, log *slog.Logger) ([]Row, error) {
+	return RunMatrixWith(ctx, instance, cases, diagnose.LocalRunner{}, log)
+}
+
+// RunMatrixWith runs the matrix through a given runner (the nodes' agents).
+func RunMatrixWith(ctx context.Context, instance string, cases []Case, runner diagnose.Runner, log *slog.Logger) ([]Row, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}}
+	eng := &diagnose.Engine{Runner: runner}
 	var rows []Row
 	for _, c := range cases {
 		row := Row{Case: c}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors/agent"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+const agentUsage = `Usage: netdiag agent [--node NAME] [--listen ADDR:PORT]
+                     [--token-file FILE | --kubeconfig FILE [--context NAME]]
+                     [--tls-cert FILE --tls-key FILE] [--cri-socket PATH]...
+                     [--cgroup-root DIR] [--max-captures N]
+
+The node agent: one per node (a DaemonSet with hostNetwork and hostPID). It
+takes the part of a diagnosis that lives on its node, finds the pod's network
+namespace there (container runtime, then the pod's cgroup, then a scan for
+its IP), runs the collectors and streams the evidence and the pcap back over
+HTTPS. It does nothing while no one asks: no polling.
+
+Who may call it:
+  in a cluster  a bearer token with audience netdiag-agent, checked with the
+                TokenReview API, then a SubjectAccessReview: the caller needs
+                'create' on 'diagnoses' in group netdiag.io in the pod's
+                namespace (cluster-wide for a node; the subresource 'payload'
+                for captures with packet contents). Kubernetes RBAC decides.
+  no cluster    --token-file: one shared token; its holder may diagnose
+                anything on the node.
+
+Without --tls-cert the agent makes a self-signed certificate and logs its
+SHA-256 fingerprint. The node name comes from --node or NODE_NAME (the
+downward API's spec.nodeName).
+
+Examples:
+  netdiag agent                                   # in a pod: in-cluster config, NODE_NAME
+  netdiag agent --node node-a --token-file /etc/netdiag/token --listen 198.18.0.11:9443
+`
+
+func runAgent(c *cli, args []string) int {
+	fs := c.newFlags("agent", agentUsage)
+	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	listen := fs.String("listen", ":"+strconv.Itoa(agent.DefaultPort), "address to listen on (HTTPS)")
+	tokenFile := fs.String("token-file", "", "a file holding the one token callers must present (no cluster)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster, else $KUBECONFIG, else ~/.kube/config)")
+	kubeContext := fs.String("context", "", "kubeconfig context")
+	certFile := fs.String("tls-cert", "", "serving certificate (PEM)")
+	keyFile := fs.String("tls-key", "", "its key (PEM)")
+	var sockets stringList
+	fs.Var(&sockets, "cri-socket", "container runtime socket (repeatable; default: containerd's and CRI-O's usual paths)")
+	cgroupRoot := fs.String("cgroup-root", "/sys/fs/cgroup", "where the cgroup hierarchy is mounted")
+	maxCaptures := fs.Int("max-captures", 2, "captures that may run at once on this node")
+	if _, code, err := c.parse(fs, args); err != nil {
+		return code
+	}
+	if *node == "" {
+		return c.usageError("agent", "no node name: give --node NAME, or set NODE_NAME (in a DaemonSet: env from fieldRef spec.nodeName)")
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		return c.usageError("agent", "--tls-cert and --tls-key go together")
+	}
+	if *maxCaptures < 1 || *maxCaptures > 16 {
+		return c.usageError("agent", "--max-captures %d: give 1 to 16", *maxCaptures)
+	}
+	if *tokenFile != "" && (*kubeconfig != "" || *kubeContext != "") {
+		return c.usageError("agent", "--token-file (no cluster) and --kubeconfig/--context (a cluster) exclude each other")
+	}
+	if !needRoot(c, "agent") {
+		return exitInternal
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	cfg := agent.Config{Node: *node, CRISockets: sockets, CgroupRoot: *cgroupRoot, MaxCaptures: *maxCaptures, Log: c.log}
+	mode := "token-file"
+	if *tokenFile != "" {
+		tok, err := readToken(*tokenFile)
+		if err != nil {
+			return c.usageError("agent", "--token-file: %v", err)
+		}
+		cfg.Auth = agent.StaticToken{Token: tok}
+	} else {
+		rc, err := kubeConfig(*kubeconfig, *kubeContext)
+		if err != nil {
+			return c.usageError("agent", "%v (or give --token-file where there is no cluster)", err)
+		}
+		client, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return c.failure("agent", err)
+		}
+		cfg.Auth = &agent.KubeAuth{Client: client}
+		if cfg.Pods, err = agent.NodePods(ctx, client, *node); err != nil {
+			return c.failure("agent", err)
+		}
+		mode = "kubernetes (TokenReview + SubjectAccessReview)"
+	}
+	srv, err := agent.New(cfg)
+	if err != nil {
+		return c.usageError("agent", "%v", err)
+	}
+	defer srv.Close()
+	var cert tls.Certificate
+	if *certFile != "" {
+		if cert, err = tls.LoadX509KeyPair(*certFile, *keyFile); err != nil {
+			return c.usageError("agent", "--tls-cert/--tls-key: %v", err)
+		}
+	} else {
+		host, _, _ := net.SplitHostPort(*listen)
+		if cert, err = agent.SelfSigned(*node, []string{host, *node}); err != nil {
+			return c.failure("agent", err)
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return c.usageError("agent", "--listen %s: %v", *listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	c.log.Info("agent listening", "node", *node, "addr", ln.Addr().String(), "auth", mode, "tls_sha256", agent.Fingerprint(cert))
+	done := make(chan error, 1)
+	go func() { done <- hs.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return c.failure("agent", err)
+		}
+	case <-ctx.Done():
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		hs.Shutdown(sctx)
+		c.log.Info("agent stopped", "node", *node)
+	}
+	return exitOK
+}
+
+// readToken reads a token file: one line, bounded.
+func readToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > 16<<10 {
+		return "", fmt.Errorf("%s is %d bytes; a token is at most 16 KiB", path, len(b))
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || strings.ContainsAny(tok, " \n\t") {
+		return "", fmt.Errorf("%s must hold one token on one line", path)
+	}
+	return tok, nil
+}
+
+// kubeConfig loads credentials as kubectl does: --kubeconfig, else
+// $KUBECONFIG, else ~/.kube/config, else the pod's in-cluster account.
+func kubeConfig(path, context string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		if clientcmd.IsEmptyConfig(err) {
+			return nil, fmt.Errorf("no cluster: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a pod")
+		}
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	rc.UserAgent = "netdiag/" + version
+	return rc, nil
+}
