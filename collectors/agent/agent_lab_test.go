@@ -127,4 +127,3 @@ func TestMatrixThroughAgents(t *testing.T) {
 		}
 	}
 }
-
