@@ -21,7 +21,7 @@ import (
 const agentUsage = `Usage: netdiag agent [--node NAME] [--listen ADDR:PORT]
                      [--token-file FILE | --kubeconfig FILE [--context NAME]]
                      [--tls-cert FILE --tls-key FILE] [--cri-socket PATH]...
-                     [--cgroup-root DIR] [--max-captures N]
+                     [--cgroup-root DIR] [--max-captures N] [--scan-netns-prefix P]
 
 The node agent: one per node (a DaemonSet with hostNetwork and hostPID). It
 takes the part of a diagnosis that lives on its node, finds the pod's network
@@ -60,6 +60,7 @@ func runAgent(c *cli, args []string) int {
 	fs.Var(&sockets, "cri-socket", "container runtime socket (repeatable; default: containerd's and CRI-O's usual paths)")
 	cgroupRoot := fs.String("cgroup-root", "/sys/fs/cgroup", "where the cgroup hierarchy is mounted")
 	maxCaptures := fs.Int("max-captures", 2, "captures that may run at once on this node")
+	scanPrefix := fs.String("scan-netns-prefix", "", "search pods by IP only in /run/netns names with this prefix (for nodes that share a kernel, as the lab's do)")
 	if _, code, err := c.parse(fs, args); err != nil {
 		return code
 	}
@@ -80,7 +81,7 @@ func runAgent(c *cli, args []string) int {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	cfg := agent.Config{Node: *node, CRISockets: sockets, CgroupRoot: *cgroupRoot, MaxCaptures: *maxCaptures, Log: c.log}
+	cfg := agent.Config{Node: *node, CRISockets: sockets, CgroupRoot: *cgroupRoot, MaxCaptures: *maxCaptures, ScanPrefix: *scanPrefix, Log: c.log}
 	mode := "token-file"
 	if *tokenFile != "" {
 		tok, err := readToken(*tokenFile)

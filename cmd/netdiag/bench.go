@@ -27,10 +27,14 @@ import (
 	"github.com/netdiag/netdiag/lab"
 )
 
-const benchUsage = `Usage: netdiag bench capture|pmtu|collectors|diagnose|drops|tracer [--instance NAME]
+const benchUsage = `Usage: netdiag bench agent|capture|pmtu|collectors|diagnose|drops|tracer [--instance NAME]
 
 Measures netdiag on a lab of its own and prints the figures:
 
+  agent       a real 'netdiag agent' process on each lab node: resident
+              memory and CPU while idle (10 s), the time from a request to
+              the first probe packet in the pod's namespace (10 runs), and a
+              whole diagnosis through the agents beside the same in process
   capture     a UDP flood of 60,000 packets/s for 5 s from pod default/client
               to the outside host, captured on node-b's NIC by tcpdump and by
               netdiag's capture side by side: packets each caught, the ratio,
@@ -67,7 +71,7 @@ func runBench(c *cli, args []string) int {
 		return code
 	}
 	benches := map[string]func(context.Context, *cli, *lab.Lab) error{
-		"capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors, "diagnose": benchDiagnose, "drops": benchDrops,
+		"agent": benchAgent, "capture": benchCapture, "pmtu": benchPMTU, "collectors": benchCollectors, "diagnose": benchDiagnose, "drops": benchDrops,
 	}
 	if len(pos) == 1 && pos[0] == "tracer" {
 		if err := benchTracer(c); err != nil {
@@ -76,7 +80,7 @@ func runBench(c *cli, args []string) int {
 		return exitOK
 	}
 	if len(pos) != 1 || benches[pos[0]] == nil {
-		return c.usageError("bench", "give one of: capture, pmtu, collectors, diagnose, drops, tracer")
+		return c.usageError("bench", "give one of: agent, capture, pmtu, collectors, diagnose, drops, tracer")
 	}
 	if err := lab.ValidateInstance(*inst); err != nil {
 		return c.usageError("bench", "%v", err)

@@ -29,6 +29,7 @@ type fleet struct {
 	urls   map[string]string
 	client *http.Client
 	token  string // the bot's: may diagnose in default and kube-system, and nodes
+	stop   map[string]func()
 }
 
 func newFleet(t *testing.T) *fleet {
@@ -45,7 +46,7 @@ func newFleet(t *testing.T) *fleet {
 	if err := labtest.Mirror(ctx, admin, st); err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{lab: l, st: st, kube: kc, urls: map[string]string{}}
+	f := &fleet{lab: l, st: st, kube: kc, urls: map[string]string{}, stop: map[string]func(){}}
 	f.token = grant(t, ctx, kc, "netdiag-bot", true)
 	for _, n := range st.Nodes {
 		pods, err := agent.NodePods(ctx, admin, n.Name)
@@ -60,6 +61,7 @@ func newFleet(t *testing.T) *fleet {
 		ts := httptest.NewUnstartedServer(srv)
 		ts.StartTLS()
 		t.Cleanup(func() { ts.Close(); srv.Close() })
+		f.stop[n.Name] = ts.Close
 		f.urls[n.Name] = ts.URL
 		f.client = ts.Client()
 	}
@@ -125,5 +127,28 @@ func TestMatrixThroughAgents(t *testing.T) {
 				t.Errorf("%s %v: got %s (%s) %s, want %s", r.Name, r.Question, r.Got, r.Summary, r.Err, r.Want)
 			}
 		}
+	}
+
+	// A node whose agent is gone: the finding names it, from either end.
+	web, _ := f.st.Pod("default/web")
+	client, _ := f.st.Pod("default/client")
+	f.stop[web.Node]()
+	eng := &diagnose.Engine{Runner: f.runner(f.token)}
+	for _, q := range []struct{ kind, name, to string }{
+		{"pod", "default/client", "pod/default/web:8080"}, // the destination's node is down
+		{"pod", "default/web", "pod/default/client:80"},   // the source's node is down
+	} {
+		req, err := labview.Request(f.st, q.kind, q.name, q.to, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := eng.Diagnose(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd.Verdict() != diagnose.AgentDown || !strings.Contains(fd.Summary, "node "+web.Node) {
+			t.Errorf("%s %s with node %s's agent down: %s: %s", q.name, q.to, web.Node, fd.Verdict(), fd.Summary)
+		}
+		t.Logf("%s to %s, %s's agent down (client on %s): %s (%.2f) %s", q.name, q.to, web.Node, client.Node, fd.Verdict(), fd.Confidence, fd.Summary)
 	}
 }
