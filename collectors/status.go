@@ -50,6 +50,8 @@ const (
 	// not answer; KindNotFound: the pod's namespace is not on that node.
 	KindUnreachable ErrorKind = "agent-unreachable"
 	KindNotFound    ErrorKind = "not-found"
+	// KindDenied: the node's agent refused the caller.
+	KindDenied ErrorKind = "denied"
 )
 
 // JobFailed is the evidence of a job that could not be run at all (its

@@ -244,6 +244,16 @@ func finish(out *Finding, r *Request, evs []collectors.Evidence) {
 			out.Pcap = &p
 		}
 	}
+	// What the cluster's own objects say is wrong belongs beside what the
+	// network showed, once.
+	if c := r.Cluster; c != nil && out.Verdict() != Healthy {
+		for _, ck := range c.Checks {
+			if ck.Result != "failed" || slices.ContainsFunc(out.Evidence, func(o Observation) bool { return o.Observation == ck.Message }) {
+				continue
+			}
+			out.Evidence = append(out.Evidence, obs("kubernetes", "%s", ck.Message))
+		}
+	}
 	if out.Evidence == nil {
 		out.Evidence = []Observation{}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/netdiag/netdiag/collectors"
@@ -120,7 +121,7 @@ func RunPlan(ctx context.Context, p *Plan, siteFor SiteFor) ([]collectors.Eviden
 	if len(parts) > 1 {
 		params, err := site.Prepare(ctx, src)
 		if err != nil {
-			if errors.Is(err, ErrUnreachable) {
+			if errors.Is(err, ErrUnreachable) || errors.Is(err, ErrNotFound) {
 				return unreachable(parts, err), nil
 			}
 			return nil, err
@@ -163,6 +164,12 @@ func RunPlan(ctx context.Context, p *Plan, siteFor SiteFor) ([]collectors.Eviden
 	for _, f := range failed {
 		evs = append(evs, f...)
 	}
+	// A node that refused the caller makes no finding: the caller is told.
+	for _, e := range evs {
+		if e.ErrorKind == collectors.KindDenied {
+			return nil, fmt.Errorf("%s", e.Error)
+		}
+	}
 	return mergeDrops(evs), nil
 }
 
@@ -171,6 +178,10 @@ var ErrUnreachable = errors.New("agent unreachable")
 
 // ErrNotFound marks an error of a pod whose namespace is not on its node.
 var ErrNotFound = errors.New("not found on the node")
+
+// ErrDenied marks a node's refusal of the caller (not authenticated, or
+// not allowed): no finding, the caller must be told.
+var ErrDenied = errors.New("denied")
 
 // adopt gives a part the prepared flows: the shared parameters and each
 // job's own, copied so that the plan stays as it was.
@@ -221,14 +232,20 @@ func jobsFailed(pt *Part, err error) []collectors.Evidence {
 		kind = collectors.KindUnreachable
 	case errors.Is(err, ErrNotFound):
 		kind = collectors.KindNotFound
+	case errors.Is(err, ErrDenied):
+		kind = collectors.KindDenied
 	case errors.Is(err, context.Canceled):
 		kind = collectors.KindCancelled
 	case errors.Is(err, context.DeadlineExceeded):
 		kind = collectors.KindTimeout
 	}
+	// Name the node, unless the error already does.
+	if !strings.Contains(err.Error(), where(pt)) {
+		err = fmt.Errorf("%s: %w", where(pt), err)
+	}
 	out := make([]collectors.Evidence, 0, len(pt.Jobs))
 	for _, j := range pt.Jobs {
-		out = append(out, collectors.JobFailed(j, kind, fmt.Errorf("%s: %w", where(pt), err)))
+		out = append(out, collectors.JobFailed(j, kind, err))
 	}
 	return out
 }

@@ -61,6 +61,20 @@ type Cluster struct {
 	// SourceName and PeerName name the two ends ("pod default/client").
 	SourceName string `json:"source_name,omitempty"`
 	PeerName   string `json:"peer_name,omitempty"`
+	// Checks are the Kubernetes view's static checks (a Service without
+	// ready endpoints, kube-proxy not Running on the node, a node
+	// NotReady or without PodCIDR, NetworkPolicies selecting the pod).
+	Checks []ClusterCheck `json:"checks,omitempty"`
+}
+
+// ClusterCheck is one static check of the Kubernetes view.
+type ClusterCheck struct {
+	Name    string `json:"name"`
+	Result  string `json:"result"`  // ok, failed, note, skipped
+	Subject string `json:"subject"` // "svc default/web:80", "node node-b"
+	Message string `json:"message"`
+	// Verdict is the class/cause a failed check points at.
+	Verdict string `json:"verdict,omitempty"`
 }
 
 // Service is a ClusterIP Service.

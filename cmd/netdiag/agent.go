@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ const agentUsage = `Usage: netdiag agent [--node NAME] [--listen ADDR:PORT]
                      [--token-file FILE | --kubeconfig FILE [--context NAME]]
                      [--tls-cert FILE --tls-key FILE] [--cri-socket PATH]...
                      [--cgroup-root DIR] [--max-captures N] [--scan-netns-prefix P]
+                     [--client-ca-file FILE] [--token-audience AUD]...
 
 The node agent: one per node (a DaemonSet with hostNetwork and hostPID). It
 takes the part of a diagnosis that lives on its node, finds the pod's network
@@ -60,6 +62,9 @@ func runAgent(c *cli, args []string) int {
 	fs.Var(&sockets, "cri-socket", "container runtime socket (repeatable; default: containerd's and CRI-O's usual paths)")
 	cgroupRoot := fs.String("cgroup-root", "/sys/fs/cgroup", "where the cgroup hierarchy is mounted")
 	maxCaptures := fs.Int("max-captures", 2, "captures that may run at once on this node")
+	clientCA := fs.String("client-ca-file", "", "CA of client certificates to accept (the cluster's client CA), so kubectl users with certificates may call")
+	var audiences stringList
+	fs.Var(&audiences, "token-audience", "audience a caller's token may have (repeatable; default netdiag-agent; add the API server's to accept kubectl users' tokens)")
 	scanPrefix := fs.String("scan-netns-prefix", "", "search pods by IP only in /run/netns names with this prefix (for nodes that share a kernel, as the lab's do)")
 	if _, code, err := c.parse(fs, args); err != nil {
 		return code
@@ -98,7 +103,7 @@ func runAgent(c *cli, args []string) int {
 		if err != nil {
 			return c.failure("agent", err)
 		}
-		cfg.Auth = &agent.KubeAuth{Client: client}
+		cfg.Auth = &agent.KubeAuth{Client: client, Audiences: audiences, X509: *clientCA != ""}
 		if cfg.Pods, err = agent.NodePods(ctx, client, *node); err != nil {
 			return c.failure("agent", err)
 		}
@@ -120,13 +125,28 @@ func runAgent(c *cli, args []string) int {
 			return c.failure("agent", err)
 		}
 	}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if *clientCA != "" {
+		if *tokenFile != "" {
+			return c.usageError("agent", "--client-ca-file needs a cluster to authorise the certificate's user; it does not go with --token-file")
+		}
+		pem, err := os.ReadFile(*clientCA)
+		if err != nil {
+			return c.usageError("agent", "--client-ca-file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return c.usageError("agent", "--client-ca-file %s holds no PEM certificate", *clientCA)
+		}
+		tlsConfig.ClientCAs, tlsConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return c.usageError("agent", "--listen %s: %v", *listen, err)
 	}
 	hs := &http.Server{
 		Handler:           srv,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

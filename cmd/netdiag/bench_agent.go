@@ -210,7 +210,8 @@ func waitHealthy(ctx context.Context, hc *http.Client, url string) error {
 // timeToFirstPacket runs call and returns how long after its start an IPv4
 // packet to dst left the namespace.
 func timeToFirstPacket(ctx context.Context, ns *netns.NS, dst netip.Addr, call func() error) (time.Duration, error) {
-	fd, err := ns.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_IP)))
+	// ETH_P_ALL: outgoing packets reach only the taps that take all.
+	fd, err := ns.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
 	if err != nil {
 		return 0, err
 	}
@@ -237,7 +238,7 @@ func timeToFirstPacket(ctx context.Context, ns *netns.NS, dst netip.Addr, call f
 				continue
 			}
 			// An IPv4 header after the 14-byte Ethernet header.
-			if [4]byte(buf[14+16:14+20]) == want {
+			if binary.BigEndian.Uint16(buf[12:14]) == unix.ETH_P_IP && [4]byte(buf[14+16:14+20]) == want {
 				seen <- time.Now()
 				return
 			}

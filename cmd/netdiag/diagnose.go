@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -13,7 +14,11 @@ import (
 	"github.com/netdiag/netdiag/lab"
 )
 
-const diagnoseUsage = `Usage: netdiag diagnose --netns PATH [--peer-netns PATH] [--node-netns PATH]
+const diagnoseUsage = `Usage: netdiag diagnose pod NAMESPACE/NAME|svc NAMESPACE/NAME|node NAME
+                        [--to pod/NS/NAME:PORT|svc/NS/NAME:PORT|node/NAME:PORT|HOST:PORT] [--dns NAME]...
+                        [--kubeconfig FILE] [--context NAME] [--agents port-forward|direct]
+                        [--capture DURATION] [--pcap FILE] [-o text|json|markdown]
+       netdiag diagnose --netns PATH [--peer-netns PATH] [--node-netns PATH]
                         [--to HOST:PORT|IP] [--dns NAME]... [--resolv-conf FILE]
                         [--capture DURATION] [--filter EXPR] [--pcap FILE]
                         [--drops auto|ebpf|tracefs|off] [-o text|json|markdown]
@@ -46,12 +51,22 @@ with the evidence, what was ruled out and what to do.
                  It tells a closed port from a REJECT rule even without
                  --peer-netns.
 
+A cluster's pod, Service or node: netdiag reads the cluster (as kubectl
+does: --kubeconfig, --context, $KUBECONFIG), finds the nodes involved and has
+each node's netdiag agent run its part, with your own credentials: the agents
+ask the API server whether you may create diagnoses.netdiag.io in the pod's
+namespace, so RBAC decides. --agents port-forward (the default) reaches them
+through the API server; direct dials the agent pods from inside the cluster.
+
 With --lab, names of the fault lab (netdiag lab status) replace the paths.
 
 Exit status: 0 when a finding was produced (whatever its verdict), 2 for bad
 input, 1 for an internal failure.
 
 Examples:
+  netdiag diagnose pod shop/web --to svc/shop/db:5432
+  netdiag diagnose pod default/client --dns example.com --context prod
+  netdiag diagnose node worker-3 --to node/worker-1:10250
   netdiag diagnose --netns /proc/4242/ns/net --to 10.244.1.7:8080
   netdiag diagnose --netns cni-3f2a --to '[fd00:10:244::7]:8080'
   netdiag diagnose --netns cni-3f2a --to web.shop.svc.cluster.local:80
@@ -64,6 +79,8 @@ func runDiagnose(c *cli, args []string) int {
 	fs := c.newFlags("diagnose", diagnoseUsage)
 	var pf probeFlags
 	pf.register(fs)
+	var cf clusterFlags
+	cf.register(fs)
 	useLab := fs.Bool("lab", false, "resolve the fault lab's names: pod NS/NAME or node NAME, and --to pod/...|svc/...|host/...")
 	inst := instanceFlag(fs)
 	out := outputFlag(fs, "text", "text", "json", "markdown")
@@ -86,6 +103,35 @@ func runDiagnose(c *cli, args []string) int {
 		return c.usageError("diagnose", "%v", err)
 	}
 	var req *diagnose.Request
+	var runner diagnose.Runner = diagnose.LocalRunner{}
+	if !*useLab && pf.netns == "" && len(pos) > 0 {
+		// A cluster's pod, Service or node: the nodes' agents run it.
+		if pf.peer != "" || pf.node != "" || pf.resolvConf != "" {
+			return c.usageError("diagnose", "--peer-netns, --node-netns and --resolv-conf are for --netns; for a cluster target the agents find the namespaces")
+		}
+		kind, name, err := splitTarget(pos)
+		if err != nil {
+			return c.usageError("diagnose", "%v", err)
+		}
+		if err := pf.checkFiles(); err != nil {
+			return c.usageError("diagnose", "%v", err)
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		r, run, done, err := clusterRun(ctx, c, &cf, kind, name, pf.to, pf.dns)
+		if err != nil {
+			if isUsage(err) {
+				return c.usageError("diagnose", "%v", err)
+			}
+			return c.failure("diagnose", err)
+		}
+		defer done()
+		r.Capture, r.Filter, r.Pcap, r.Iface, r.Payload, r.Drops = pf.capture, pf.filter, pf.pcap, pf.iface, pf.payload, pf.drops
+		if err := r.Validate(); err != nil {
+			return c.usageError("diagnose", "%v", err)
+		}
+		return c.finding(ctx, &diagnose.Engine{Runner: run, Log: c.log}, r, *out)
+	}
 	if *useLab {
 		if len(pos) != 2 {
 			return c.usageError("diagnose", "--lab needs a target: %s", labview.TargetForms)
@@ -103,7 +149,7 @@ func runDiagnose(c *cli, args []string) int {
 			return c.usageError("diagnose", "unexpected argument %q (lab names need --lab; everything else is a flag)", pos[0])
 		}
 		if pf.netns == "" {
-			return c.usageError("diagnose", "--netns is required (accepted: /run/netns/NAME, NAME, /proc/PID/ns/net), or --lab pod NS/NAME")
+			return c.usageError("diagnose", "give a target: pod NAMESPACE/NAME, svc NAMESPACE/NAME or node NAME (a cluster, through its agents), --netns PATH (a namespace of this machine), or --lab pod NS/NAME")
 		}
 		req = &diagnose.Request{Source: diagnose.NetnsPlace(pf.netns), ResolvConf: pf.resolvConf, DNS: pf.dns}
 		if pf.peer != "" {
@@ -189,7 +235,11 @@ func runDiagnose(c *cli, args []string) int {
 	if !needRoot(c, "diagnose") {
 		return exitInternal
 	}
-	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}, Log: c.log}
+	return c.finding(ctx, &diagnose.Engine{Runner: runner, Log: c.log}, req, *out)
+}
+
+// finding runs the diagnosis and prints it.
+func (c *cli) finding(ctx context.Context, eng *diagnose.Engine, req *diagnose.Request, out string) int {
 	f, err := eng.Diagnose(ctx, req)
 	if err != nil {
 		var pe *os.PathError
@@ -198,7 +248,7 @@ func runDiagnose(c *cli, args []string) int {
 		}
 		return c.failure("diagnose", err)
 	}
-	switch *out {
+	switch out {
 	case "json":
 		if err := f.WriteJSON(c.stdout, true); err != nil {
 			return c.failure("diagnose", err)

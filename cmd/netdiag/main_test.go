@@ -14,7 +14,16 @@ import (
 	"github.com/netdiag/netdiag/lab/labtest"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m) }
+func TestMain(m *testing.M) {
+	// Tests start the agents and the CLI as processes of their own: this
+	// test binary, playing netdiag.
+	if os.Getenv(asMainEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	labtest.Main(m)
+}
+
+const asMainEnv = "NETDIAG_TEST_AS_MAIN"
 
 // TestBadInput: every bad input exits 2 with one line that says what was wrong
 // and what is accepted.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,8 +87,16 @@ func (StaticToken) Authorize(context.Context, *User, Access) error { return nil 
 // answers are cached briefly, as the kubelet does, so that a diagnosis does
 // not wait on the API server for every call.
 type KubeAuth struct {
-	Client    kubernetes.Interface
-	Audiences []string // default: netdiag-agent
+	Client kubernetes.Interface
+	// Audiences a token may be minted for (default netdiag-agent). Adding
+	// the API server's own audience lets kubectl users' tokens in, as the
+	// kubelet does; the agent then sees tokens that also work against the
+	// API server.
+	Audiences []string
+	// X509: a client certificate verified by the server's TLS (its client
+	// CA is the cluster's) authenticates its subject: CN the user, O the
+	// groups, as the API server reads it.
+	X509 bool
 	// AllowTTL, DenyTTL: how long answers are kept (default 2 min, 10 s).
 	AllowTTL, DenyTTL time.Duration
 
@@ -127,6 +136,13 @@ func (k *KubeAuth) ttl(ok bool) time.Duration {
 
 func (k *KubeAuth) Authenticate(ctx context.Context, r *http.Request) (*User, error) {
 	tok, ok := bearer(r)
+	if !ok && k.X509 && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		sub := r.TLS.VerifiedChains[0][0].Subject
+		if sub.CommonName == "" {
+			return nil, fmt.Errorf("%w: the client certificate has no common name", ErrUnauthenticated)
+		}
+		return &User{Name: sub.CommonName, Groups: append(slices.Clone(sub.Organization), "system:authenticated")}, nil
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: no bearer token (a ServiceAccount token with audience %s)", ErrUnauthenticated, Audience)
 	}

@@ -120,6 +120,9 @@ func (c *Client) call(ctx context.Context, method, path string, body any) (*http
 		if placed && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMisdirectedRequest) {
 			return nil, fmt.Errorf("%w: %w", diagnose.ErrNotFound, err)
 		}
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, fmt.Errorf("node %s refused: %w (%w)", c.Node, err, diagnose.ErrDenied)
+		}
 		return nil, err
 	}
 	return nil, fmt.Errorf("%w: %w", ErrUnreachableNode(c.Node), lastErr)
@@ -127,7 +130,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any) (*http
 
 // ErrUnreachableNode wraps diagnose.ErrUnreachable with the agent's words.
 func ErrUnreachableNode(node string) error {
-	return fmt.Errorf("the netdiag agent on node %s did not answer (%w)", node, diagnose.ErrUnreachable)
+	return fmt.Errorf("the netdiag agent of node %s did not answer (%w)", node, diagnose.ErrUnreachable)
 }
 
 func answerError(resp *http.Response) error {

@@ -358,23 +358,29 @@ func (s *Server) deadline(r *http.Request) (time.Duration, error) {
 	return min(d, s.cfg.MaxDeadline), nil
 }
 
-// authorize asks, for every place of the part, whether the user may
-// diagnose there; a capture with payload needs its own grant.
+// authorize asks whether the user may diagnose what the part places. A
+// pod's diagnosis reads its node's network too (routes, the Service rules,
+// the overlay): the pods' namespaces decide. A part with no pod (a node
+// asked about itself, a host-network peer) needs the cluster-wide grant,
+// named after the node. A capture with payload needs its own grant.
 func (s *Server) authorize(ctx context.Context, u *User, p *diagnose.Part) error {
 	payload := p.Params.Capture.Payload
 	for _, j := range p.Jobs {
 		payload = payload || (j.Params != nil && j.Params.Capture.Payload)
 	}
-	seen := map[Access]bool{}
-	for _, pl := range p.Places {
-		a := Access{Name: s.cfg.Node, Payload: payload}
-		if pl.Pod != nil {
-			a = Access{Namespace: pl.Pod.Namespace, Name: pl.Pod.Name, Payload: payload}
+	var asks []Access
+	for _, sc := range collectors.Scopes {
+		if pl, ok := p.Places[sc]; ok && pl.Pod != nil {
+			a := Access{Namespace: pl.Pod.Namespace, Name: pl.Pod.Name, Payload: payload}
+			if !slices.Contains(asks, a) {
+				asks = append(asks, a)
+			}
 		}
-		if seen[a] {
-			continue
-		}
-		seen[a] = true
+	}
+	if len(asks) == 0 {
+		asks = []Access{{Name: s.cfg.Node, Payload: payload}}
+	}
+	for _, a := range asks {
 		if err := s.cfg.Auth.Authorize(ctx, u, a); err != nil {
 			if errors.Is(err, ErrForbidden) {
 				return &httpError{http.StatusForbidden, err}

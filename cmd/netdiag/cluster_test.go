@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors/agent"
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/internal/kubetest"
+	"github.com/netdiag/netdiag/lab"
+	"github.com/netdiag/netdiag/lab/containerd"
+	"github.com/netdiag/netdiag/lab/labtest"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestDiagnoseThroughAgents is the cluster path end to end on real parts:
+// a real API server on the lab's underlay, the lab's nodes and Services in
+// it, pod default/client a real pod made by containerd on its node, one
+// `netdiag agent` process per node, and `netdiag diagnose pod
+// default/client --to svc/default/web:80` run as a user would, from a host
+// on the underlay with a kubeconfig. The agent on the client's node finds
+// the pod's namespace through CRI.
+func TestDiagnoseThroughAgents(t *testing.T) {
+	l := labtest.Up(t, "clu")
+	st, err := lab.GetStatus(l.Instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := l.Host("router")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := kubetest.Start(t, kubetest.Options{Netns: router.NetnsPath, Listen: router.IP})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	admin := kc.Clientset()
+
+	// The lab in the API server, but for the client pod: a real one
+	// takes its place.
+	labClient, _ := st.Pod("default/client")
+	mirror := *st
+	mirror.Pods = slices.DeleteFunc(slices.Clone(st.Pods), func(p lab.Pod) bool { return p.Key() == "default/client" })
+	if err := labtest.Mirror(ctx, admin, &mirror); err != nil {
+		t.Fatal(err)
+	}
+	node, _ := st.Node(labClient.Node)
+	rt := containerd.StartForTest(t, node.NetnsPath, containerd.Options{})
+	bin := filepath.Join(t.TempDir(), "server")
+	if err := containerd.BuildStatic(ctx, "../..", containerd.ServerPackage, bin); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ImportImage(ctx, containerd.Image{Ref: containerd.ServerRef, Binary: bin, Cmd: []string{"-listen", ":8080"}}); err != nil {
+		t.Fatal(err)
+	}
+	apiPod, err := admin.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "client", Labels: map[string]string{"app": "client"}},
+		Spec: corev1.PodSpec{NodeName: node.Name, Containers: []corev1.Container{{Name: "server", Image: containerd.ServerRef}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsSvc, _ := st.Service(st.DNSService)
+	pod, err := rt.RunPod(ctx, containerd.PodSpec{Namespace: "default", Name: "client", UID: string(apiPod.UID), Image: containerd.ServerRef, Port: 8080,
+		DNSServers: []string{dnsSvc.ClusterIP}, DNSSearches: []string{"default.svc." + st.ClusterDomain, "svc." + st.ClusterDomain, st.ClusterDomain}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiPod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: pod.IP.String(), Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	for _, ip := range pod.IPs {
+		apiPod.Status.PodIPs = append(apiPod.Status.PodIPs, corev1.PodIP{IP: ip.String()})
+	}
+	if _, err := admin.CoreV1().Pods("default").UpdateStatus(ctx, apiPod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Users: the agents run as the admin; the CLI's user is a
+	// ServiceAccount allowed to diagnose, another one is not.
+	dir := t.TempDir()
+	allowed := saToken(t, ctx, kc, "sre", true)
+	denied := saToken(t, ctx, kc, "intern", false)
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := kc.WriteKubeconfig(kubeconfig, kubetest.User{Name: "sre", Token: allowed}, kubetest.User{Name: "intern", Token: denied}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "netdiag"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range st.Nodes {
+		args := []string{"agent", "--node", n.Name, "--listen", net.JoinHostPort(n.InternalIP, "9443"), "--kubeconfig", kubeconfig, "--context", "admin",
+			"--scan-netns-prefix", st.Prefix, "--token-audience", agent.Audience, "--token-audience", kubetest.Issuer, "--client-ca-file", kc.CAFile}
+		args = append(args, "--cri-socket", filepath.Join(dir, "no-runtime-here.sock"))
+		if n.Name == node.Name {
+			args[len(args)-1] = rt.Socket
+		}
+		startAgent(t, n.NetnsPath, filepath.Join(dir, n.Name+".log"), self, args)
+		ap := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "netdiag", Name: "netdiag-agent-" + n.Name, Labels: map[string]string{"app.kubernetes.io/name": "netdiag-agent"}},
+			Spec: corev1.PodSpec{NodeName: n.Name, HostNetwork: true, Containers: []corev1.Container{{Name: "agent", Image: "netdiag"}}}}
+		created, err := admin.CoreV1().Pods("netdiag").Create(ctx, ap, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: n.InternalIP, PodIPs: []corev1.PodIP{{IP: n.InternalIP}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		if _, err := admin.CoreV1().Pods("netdiag").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range st.Nodes {
+		waitAgent(t, ctx, n.NetnsPath, net.JoinHostPort(n.InternalIP, "9443"), filepath.Join(dir, n.Name+".log"))
+	}
+
+	cli := func(t *testing.T, args ...string) (int, string, string) {
+		t.Helper()
+		return runIn(t, ctx, router.NetnsPath, self, append(args, "--kubeconfig", kubeconfig, "--agents", "direct"))
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want diagnose.Verdict
+	}{
+		{"a user allowed by RBAC, to a Service", []string{"diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "sre", "-o", "json"}, diagnose.Healthy},
+		{"the admin's client certificate, to the pod", []string{"diagnose", "pod", "default/client", "--to", "pod/default/web:8080", "--context", "admin", "-o", "json"}, diagnose.Healthy},
+		{"a name", []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local", "--context", "sre", "-o", "json"}, diagnose.Healthy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := cli(t, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var f diagnose.Finding
+			if err := json.Unmarshal([]byte(out), &f); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if f.Verdict() != tc.want {
+				t.Errorf("verdict %s (%s), want %s", f.Verdict(), f.Summary, tc.want)
+			}
+			// The source's evidence comes from the sandbox's namespace,
+			// which only containerd knows: the agent asked it.
+			found := false
+			for _, ev := range f.Raw {
+				if ev.Scope == "source" && strings.HasPrefix(ev.Netns, rt.Dir) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no evidence from the pod's sandbox namespace under %s", rt.Dir)
+			}
+			t.Logf("%s: %s (%.2f) in %d ms", strings.Join(tc.args[:5], " "), f.Verdict(), f.Confidence, f.Timings.TotalMS)
+		})
+	}
+	t.Run("a user RBAC does not allow", func(t *testing.T) {
+		code, _, errOut := cli(t, "diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "intern")
+		if code == 0 || !strings.Contains(errOut, "may not create diagnoses.netdiag.io in namespace default") {
+			t.Errorf("exit %d: %s", code, errOut)
+		}
+		t.Logf("exit %d: %s", code, lastLine(errOut))
+	})
+	t.Run("kube-proxy Pending on the client's node", func(t *testing.T) {
+		if _, err := lab.InjectFault(ctx, l.Instance, "kube-proxy-evicted", nil); err != nil {
+			t.Fatal(err)
+		}
+		defer lab.Clear(ctx, l.Instance, nil)
+		after, _ := lab.GetStatus(l.Instance)
+		for _, n := range after.Nodes {
+			if n.KubeProxy == "Running" {
+				continue
+			}
+			kp, err := admin.CoreV1().Pods("kube-system").Get(ctx, "kube-proxy-"+n.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			phase, rest, _ := strings.Cut(n.KubeProxy, ": ")
+			reason, msg, _ := strings.Cut(rest, ": ")
+			kp.Status.Phase, kp.Status.Reason, kp.Status.Message = corev1.PodPhase(phase), reason, msg
+			if _, err := admin.CoreV1().Pods("kube-system").UpdateStatus(ctx, kp, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // the CLI's informers start from a fresh list anyway
+		code, out, errOut := cli(t, "diagnose", "pod", "default/client", "--dns", "example.com", "--context", "sre", "-o", "json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		var f diagnose.Finding
+		if err := json.Unmarshal([]byte(out), &f); err != nil {
+			t.Fatal(err)
+		}
+		text, _ := json.Marshal(f.Evidence)
+		if f.Verdict() != diagnose.DNSPathBroken || !strings.Contains(string(text), "kube-proxy") || !strings.Contains(string(text), "Pending") {
+			t.Errorf("verdict %s (%s), evidence %s; want dns-failure/dns-path-broken naming kube-proxy Pending on the node", f.Verdict(), f.Summary, text)
+		}
+		t.Logf("%s (%.2f): %s", f.Verdict(), f.Confidence, f.Summary)
+		for _, o := range f.Evidence {
+			if strings.Contains(o.Observation, "kube-proxy") {
+				t.Logf("  evidence: %s", o.Observation)
+			}
+		}
+	})
+}
+
+func saToken(t *testing.T, ctx context.Context, kc *kubetest.Cluster, name string, allowed bool) string {
+	t.Helper()
+	admin := kc.Clientset()
+	if allowed {
+		cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-diagnose-" + name},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{agent.ResourceGroup}, Resources: []string{agent.Resource}, Verbs: []string{agent.Verb}},
+				{APIGroups: []string{""}, Resources: []string{"pods", "services", "nodes"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}}}}
+		if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cr.Name},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: name}}}
+		if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		// May read the cluster, not diagnose.
+		cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-read-" + name},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"", "discovery.k8s.io", "networking.k8s.io"}, Resources: []string{"pods", "services", "nodes", "endpointslices", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}}}}
+		if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cr.Name},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: name}}}
+		if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A token for the API server, as a kubectl user has.
+	tok, err := kc.ServiceAccountToken(ctx, "default", name, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// startAgent runs `netdiag agent` in a node's namespace, as the DaemonSet
+// would on its host network, and stops it by its PID when the test ends.
+func startAgent(t *testing.T, nsPath, logPath, self string, args []string) {
+	t.Helper()
+	ns := labtest.OpenNS(t, nsPath)
+	log, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ns.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	log.Close()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("agent log %s:\n%s", logPath, b)
+		}
+	})
+}
+
+func waitAgent(t *testing.T, ctx context.Context, nsPath, addr, logPath string) {
+	t.Helper()
+	ns := labtest.OpenNS(t, nsPath)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := ns.Dial(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("agent at %s not listening after 30 s: %v\n%s", addr, err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runIn runs this binary as netdiag in a namespace and returns its exit
+// code, stdout and stderr.
+func runIn(t *testing.T, ctx context.Context, nsPath, self string, args []string) (int, string, string) {
+	t.Helper()
+	ns, err := netns.Open(nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	cmd := exec.CommandContext(ctx, self, args...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = ns.Do(cmd.Run)
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
