@@ -53,6 +53,7 @@ bench: deps build
 	./$(BIN) bench diagnose
 	./$(BIN) bench drops
 	./$(BIN) bench tracer
+	./$(BIN) bench agent
 	./$(BIN) lab bench --instance labbench
 
 clean:
