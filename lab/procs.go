@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/netdiag/netdiag/internal/procfs"
 	"io"
 	"log/slog"
 	"maps"
@@ -165,7 +166,7 @@ func waitReady(ctx context.Context, l *Lab, spec *ProcSpec, pid int, ns *netns.N
 	for time.Now().Before(deadline) {
 		// Not ownedBy: right after exec the kernel may not have set up the
 		// new environment yet, and this PID is the child just started.
-		if zombie(pid) {
+		if procfs.Zombie(pid) {
 			logPath := filepath.Join(l.StateDir, "logs", spec.Name+".log")
 			return fmt.Errorf("%s exited right after start: %s (log: %s)", spec.Name, logTail(logPath, logStart), logPath)
 		}
@@ -263,7 +264,7 @@ func ownedBy(pid int, instance, name string) bool {
 	if err != nil {
 		return false
 	}
-	if zombie(pid) {
+	if procfs.Zombie(pid) {
 		return false
 	}
 	prefix := procMarker + "=" + instance + "/"
@@ -271,18 +272,6 @@ func ownedBy(pid int, instance, name string) bool {
 		if (name == "" && strings.HasPrefix(kv, prefix)) || kv == prefix+name {
 			return true
 		}
-	}
-	return false
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	// The state letter follows the command name in parentheses.
-	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
-		return b[i+2] == 'Z' || b[i+2] == 'X'
 	}
 	return false
 }
@@ -297,13 +286,13 @@ func stopPID(pid int) {
 		return
 	}
 	for i := 0; i < 50; i++ {
-		if zombie(pid) {
+		if procfs.Zombie(pid) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	p.Signal(syscall.SIGKILL)
-	for i := 0; i < 50 && !zombie(pid); i++ {
+	for i := 0; i < 50 && !procfs.Zombie(pid); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
 }

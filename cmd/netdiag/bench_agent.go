@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/labview"
+	"github.com/netdiag/netdiag/internal/procfs"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -110,14 +110,16 @@ func benchAgent(ctx context.Context, c *cli, l *lab.Lab) error {
 	fmt.Fprintln(c.stdout, "agent idle (static token, 10 s):")
 	before := map[string]time.Duration{}
 	for name, a := range agents {
-		before[name], _ = procCPU(a.cmd.Process.Pid)
+		before[name], _ = procfs.CPU(a.cmd.Process.Pid)
 	}
 	time.Sleep(10 * time.Second)
 	for _, name := range sortedKeys(agents) {
 		a := agents[name]
-		rss, _ := procRSS(a.cmd.Process.Pid)
-		cpu, _ := procCPU(a.cmd.Process.Pid)
-		fmt.Fprintf(c.stdout, "  %-7s RSS %5.1f MiB (target < 25 MiB)   CPU while idle %s over 10 s\n", name, float64(rss)/(1<<20), cpu-before[name])
+		mem, _ := procfs.ReadMemory(a.cmd.Process.Pid)
+		cpu, _ := procfs.CPU(a.cmd.Process.Pid)
+		mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+		fmt.Fprintf(c.stdout, "  %-7s RSS %5.1f MiB (target < 25 MiB): %.1f MiB its own, %.1f MiB pages of the binary   CPU while idle %s over 10 s\n",
+			name, mib(mem.RSS), mib(mem.Anon), mib(mem.File), cpu-before[name])
 	}
 
 	// Time to the first probe packet: a capture socket in the pod's
@@ -260,34 +262,6 @@ func timeToFirstPacket(ctx context.Context, ns *netns.NS, dst netip.Addr, call f
 }
 
 func htons(v uint16) uint16 { return binary.BigEndian.Uint16([]byte{byte(v), byte(v >> 8)}) }
-
-// procRSS and procCPU read a process's resident memory and CPU time.
-func procRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
-}
-
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses.
-	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
-	f := strings.Fields(rest)
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
-}
 
 func sortedKeys[V any](m map[string]V) []string {
 	var out []string

@@ -216,32 +216,20 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 func saToken(t *testing.T, ctx context.Context, kc *kubetest.Cluster, name string, allowed bool) string {
 	t.Helper()
 	admin := kc.Clientset()
+	read := rbacv1.PolicyRule{APIGroups: []string{"", "discovery.k8s.io", "networking.k8s.io"},
+		Resources: []string{"pods", "services", "nodes", "endpointslices", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}}
+	rules := []rbacv1.PolicyRule{read} // may read the cluster
 	if allowed {
-		cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-diagnose-" + name},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{agent.ResourceGroup}, Resources: []string{agent.Resource}, Verbs: []string{agent.Verb}},
-				{APIGroups: []string{""}, Resources: []string{"pods", "services", "nodes"}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}}}}
-		if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cr.Name},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: name}}}
-		if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		// May read the cluster, not diagnose.
-		cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-read-" + name},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"", "discovery.k8s.io", "networking.k8s.io"}, Resources: []string{"pods", "services", "nodes", "endpointslices", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}}}}
-		if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cr.Name},
-			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: name}}}
-		if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{agent.ResourceGroup}, Resources: []string{agent.Resource}, Verbs: []string{agent.Verb}})
+	}
+	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-" + name}, Rules: rules}
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: cr.Name}, RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: cr.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "default", Name: name}}}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 	// A token for the API server, as a kubectl user has.
 	tok, err := kc.ServiceAccountToken(ctx, "default", name, nil, time.Hour)

@@ -159,23 +159,37 @@ func readBounded(p string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, 1<<20))
 }
 
-func fromSandboxInfo(s string) (*Found, error) {
+// ParseSandboxInfo reads a verbose sandbox status's "info" (containerd's
+// and CRI-O's shape): the sandbox's PID and its network namespace path,
+// either of which may be missing.
+func ParseSandboxInfo(s string) (pid int, netnsPath string, err error) {
 	if s == "" {
-		return nil, errors.New("CRI: sandbox status has no verbose info")
+		return 0, "", errors.New("CRI: sandbox status has no verbose info")
 	}
 	var info sandboxInfo
 	if err := json.Unmarshal([]byte(s), &info); err != nil {
-		return nil, fmt.Errorf("CRI: sandbox info: %w", err)
+		return 0, "", fmt.Errorf("CRI: sandbox info: %w", err)
 	}
 	for _, ns := range info.RuntimeSpec.Linux.Namespaces {
 		if ns.Type == "network" && ns.Path != "" {
-			if _, err := os.Stat(ns.Path); err == nil {
-				return &Found{Path: ns.Path, PID: info.PID, Via: "cri"}, nil
-			}
+			netnsPath = ns.Path
 		}
 	}
-	if info.PID > 0 {
-		return &Found{Path: fmt.Sprintf("/proc/%d/ns/net", info.PID), PID: info.PID, Via: "cri"}, nil
+	return info.PID, netnsPath, nil
+}
+
+func fromSandboxInfo(s string) (*Found, error) {
+	pid, path, err := ParseSandboxInfo(s)
+	if err != nil {
+		return nil, err
+	}
+	if path != "" {
+		if _, err := os.Stat(path); err == nil {
+			return &Found{Path: path, PID: pid, Via: "cri"}, nil
+		}
+	}
+	if pid > 0 {
+		return &Found{Path: fmt.Sprintf("/proc/%d/ns/net", pid), PID: pid, Via: "cri"}, nil
 	}
 	return nil, errors.New("CRI: sandbox info names neither a network namespace nor a PID")
 }

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/netdiag/netdiag/internal/procfs"
 	"io"
 	"log/slog"
 	"net"
@@ -202,7 +203,7 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	// A runtime of this name whose process ended would share the cgroup
 	// parent, and removing it later would kill this one's pods.
 	for _, d := range allRuntimeDirs() {
-		if n, pid, _ := dirOwner(filepath.Base(d)); n == name && pid != os.Getpid() && !alive(pid) {
+		if n, pid, _ := dirOwner(filepath.Base(d)); n == name && pid != os.Getpid() && !procfs.Alive(pid) {
 			if err := teardownDir(ctx, d, log); err != nil {
 				return nil, fmt.Errorf("containerd: remove the runtime an ended process left on this node: %w", err)
 			}
@@ -557,7 +558,7 @@ func allRuntimeDirs() []string {
 func runtimeDirs(name string) []string {
 	var out []string
 	for _, d := range allRuntimeDirs() {
-		if n, pid, _ := dirOwner(filepath.Base(d)); n == name && (pid == os.Getpid() || alive(pid)) {
+		if n, pid, _ := dirOwner(filepath.Base(d)); n == name && (pid == os.Getpid() || procfs.Alive(pid)) {
 			out = append(out, d)
 		}
 	}

@@ -3,9 +3,9 @@ package containerd
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netdiag/netdiag/collectors/podns"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -193,26 +193,11 @@ func (r *Runtime) readSandbox(ctx context.Context, pod *Pod) error {
 	if !pod.IP.IsValid() {
 		return fmt.Errorf("pod %s/%s: the sandbox has no IPv4 address (status network: %v)", pod.Spec.Namespace, pod.Spec.Name, texts)
 	}
-	var info struct {
-		PID         int `json:"pid"`
-		RuntimeSpec struct {
-			Linux struct {
-				Namespaces []struct {
-					Type string `json:"type"`
-					Path string `json:"path"`
-				} `json:"namespaces"`
-			} `json:"linux"`
-		} `json:"runtimeSpec"`
+	pid, path, err := podns.ParseSandboxInfo(st.GetInfo()["info"])
+	if err != nil {
+		return fmt.Errorf("pod %s/%s: %w", pod.Spec.Namespace, pod.Spec.Name, err)
 	}
-	if err := json.Unmarshal([]byte(st.GetInfo()["info"]), &info); err != nil {
-		return fmt.Errorf("pod %s/%s: sandbox verbose info: %w", pod.Spec.Namespace, pod.Spec.Name, err)
-	}
-	pod.PID = info.PID
-	for _, ns := range info.RuntimeSpec.Linux.Namespaces {
-		if ns.Type == "network" {
-			pod.NetnsPath = ns.Path
-		}
-	}
+	pod.PID, pod.NetnsPath = pid, path
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/netdiag/netdiag/internal/procfs"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -60,7 +61,7 @@ func CleanStale(ctx context.Context, log *slog.Logger) error {
 	var errs []error
 	for _, dir := range allRuntimeDirs() {
 		_, pid, _ := dirOwner(filepath.Base(dir))
-		if pid == os.Getpid() || alive(pid) {
+		if pid == os.Getpid() || procfs.Alive(pid) {
 			continue
 		}
 		log.Info("removing a runtime left by an ended process", "dir", dir, "pid", pid)
@@ -289,7 +290,7 @@ func othersDirs(dir string) map[string]bool {
 	out := map[string]bool{}
 	for _, d := range allRuntimeDirs() {
 		_, pid, _ := dirOwner(filepath.Base(d))
-		if d == dir || (pid != os.Getpid() && !alive(pid)) {
+		if d == dir || (pid != os.Getpid() && !procfs.Alive(pid)) {
 			continue
 		}
 		for _, g := range recordedDirs(d) {
@@ -322,7 +323,7 @@ func findProcs(match func(argv []string) bool) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if argv := cmdline(pid); argv != nil && match(argv) && !zombie(pid) {
+		if argv := cmdline(pid); argv != nil && match(argv) && !procfs.Zombie(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -358,7 +359,7 @@ func terminate(ctx context.Context, pid int, grace time.Duration, still func([]s
 		wait time.Duration
 	}{{syscall.SIGTERM, grace}, {syscall.SIGKILL, 5 * time.Second}} {
 		argv := cmdline(pid)
-		if argv == nil || !still(argv) || zombie(pid) {
+		if argv == nil || !still(argv) || procfs.Zombie(pid) {
 			return nil
 		}
 		if err := syscall.Kill(pid, step.sig); err != nil {
@@ -377,29 +378,12 @@ func terminate(ctx context.Context, pid int, grace time.Duration, still func([]s
 func waitGone(ctx context.Context, pid int, limit time.Duration) bool {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if !alive(pid) {
+		if !procfs.Alive(pid) {
 			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return !alive(pid)
-}
-
-func alive(pid int) bool {
-	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
-	return err == nil && !zombie(pid)
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	// The state letter follows the command name in parentheses.
-	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
-		return b[i+2] == 'Z' || b[i+2] == 'X'
-	}
-	return false
+	return !procfs.Alive(pid)
 }
 
 // mountPoint is a mount point and its file system type.
@@ -593,7 +577,7 @@ func killInPodNetns(ctx context.Context, dir string, log *slog.Logger) error {
 				continue
 			}
 			var st unix.Stat_t
-			if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && ours[nsID{st.Dev, st.Ino}] && !zombie(pid) {
+			if unix.Stat("/proc/"+e.Name()+"/ns/net", &st) == nil && ours[nsID{st.Dev, st.Ino}] && !procfs.Zombie(pid) {
 				pids = append(pids, pid)
 			}
 		}
