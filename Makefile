@@ -8,6 +8,7 @@ BIN := bin/netdiag
 # loader work at every start of a short-lived capture or agent call.
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/netdiag
+	CGO_ENABLED=0 $(GO) build -o $(BIN)-agent ./cmd/netdiag-agent
 
 deps:
 	./scripts/install-deps

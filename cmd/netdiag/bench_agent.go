@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +43,13 @@ func benchAgent(ctx context.Context, c *cli, l *lab.Lab) error {
 	if err != nil {
 		return err
 	}
+	// The DaemonSet runs the slim netdiag-agent (make build puts it beside
+	// netdiag); `netdiag agent` is the same agent in the whole binary.
+	agentArgs := []string{"agent"}
+	if slim := filepath.Join(filepath.Dir(self), "netdiag-agent"); fileExists(slim) {
+		self, agentArgs = slim, nil
+	}
+	fmt.Fprintf(c.stdout, "agent binary: %s %s\n", self, strings.Join(agentArgs, " "))
 	dir, err := os.MkdirTemp("", "netdiag-bench-agent-")
 	if err != nil {
 		return err
@@ -80,7 +88,7 @@ func benchAgent(ctx context.Context, c *cli, l *lab.Lab) error {
 			ns.Close()
 			return err
 		}
-		cmd := exec.Command(self, "agent", "--node", n.Name, "--listen", addr, "--token-file", tokenFile, "--scan-netns-prefix", st.Prefix)
+		cmd := exec.Command(self, append(agentArgs, "--node", n.Name, "--listen", addr, "--token-file", tokenFile, "--scan-netns-prefix", st.Prefix)...)
 		cmd.Stdout, cmd.Stderr = log, log
 		a := &running{node: n, ns: ns, cmd: cmd, url: "https://" + addr}
 		agents[n.Name] = a
@@ -262,6 +270,11 @@ func timeToFirstPacket(ctx context.Context, ns *netns.NS, dst netip.Addr, call f
 }
 
 func htons(v uint16) uint16 { return binary.BigEndian.Uint16([]byte{byte(v), byte(v >> 8)}) }
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
 
 func sortedKeys[V any](m map[string]V) []string {
 	var out []string

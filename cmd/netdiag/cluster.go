@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/agent"
+	"github.com/netdiag/netdiag/collectors/agent/remote"
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/kubeview"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // clusterFlags are the flags of a diagnosis of a cluster's pod, Service or
@@ -82,7 +85,7 @@ func clusterRun(ctx context.Context, c *cli, f *clusterFlags, kind, name, to str
 		view.Stop()
 		return nil, nil, nil, usageErr("--to %s: a name outside the cluster's Services is not resolved here yet; give its IP:PORT", to)
 	}
-	caller, err := agent.NewCaller(rc, f.agentCA, f.agentPort, f.agents == "direct")
+	caller, err := remote.NewCaller(rc, f.agentCA, f.agentPort, f.agents == "direct")
 	if err != nil {
 		view.Stop()
 		return nil, nil, nil, usageErr("%v", err)
@@ -117,4 +120,21 @@ func splitTarget(pos []string) (kind, name string, err error) {
 		return "", "", usageErr("give a target: pod NAMESPACE/NAME, svc NAMESPACE/NAME or node NAME (got %q)", strings.Join(pos, " "))
 	}
 	return pos[0], pos[1], nil
+}
+
+// kubeConfig loads credentials as kubectl does: --kubeconfig, else
+// $KUBECONFIG, else ~/.kube/config, else the pod's in-cluster account.
+func kubeConfig(path, context string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		if clientcmd.IsEmptyConfig(err) {
+			return nil, fmt.Errorf("no cluster: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a pod")
+		}
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	rc.UserAgent = "netdiag/" + version
+	return rc, nil
 }

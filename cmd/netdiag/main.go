@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/netdiag/netdiag/internal/logs"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -106,18 +107,7 @@ func commandNames() string {
 
 func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
 
-func newLogger(w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	switch strings.ToLower(os.Getenv("NETDIAG_LOG_LEVEL")) {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn", "warning":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
+func newLogger(w io.Writer) *slog.Logger { return logs.New(w) }
 
 // newFlags makes a flag set whose --help prints the command's own usage text
 // followed by its flags.

@@ -28,11 +28,16 @@ const asMainEnv = "NETDIAG_TEST_AS_MAIN"
 // TestBadInput: every bad input exits 2 with one line that says what was wrong
 // and what is accepted.
 func TestBadInput(t *testing.T) {
+	// No cluster to find: no kubeconfig, no pod account, no node name.
+	t.Setenv("KUBECONFIG", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	t.Setenv("NODE_NAME", "")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: bench, collect, diagnose, demo, lab, version"},
+		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: agent, bench, collect, diagnose, demo, lab, version"},
 		{[]string{"lab", "nosuch"}, "accepted: up, down, status"},
 		{[]string{"lab", "fault"}, "give exactly one fault name"},
 		{[]string{"lab", "fault", "nosuch"}, "nosuch"},
@@ -48,10 +53,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "tcp", "--to", "10.0.0.1"}, "needs --to HOST:PORT"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "10m"}, "between 1s and 5m0s"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "soon"}, "invalid value"},
-		{[]string{"bench", "nosuch"}, "give one of: capture, pmtu, collectors, diagnose, drops, tracer"},
+		{[]string{"bench", "nosuch"}, "give one of: agent, capture, pmtu, collectors, diagnose, drops, tracer"},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--drops", "bpf"}, `--drops "bpf": accepted: auto (eBPF, else tracefs), ebpf, tracefs, off`},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--drops", "kprobe"}, "accepted: auto"},
-		{[]string{"diagnose"}, "--netns is required"},
+		{[]string{"diagnose"}, "give a target: pod NAMESPACE/NAME, svc NAMESPACE/NAME or node NAME"},
 		{[]string{"diagnose", "--netns", "/run/netns/ndl-nosuch"}, "--netns: network namespace /run/netns/ndl-nosuch does not exist"},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "soon"}, `invalid value "soon" for flag -capture`},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "1h"}, "between 1s and 5m0s"},
@@ -60,7 +65,19 @@ func TestBadInput(t *testing.T) {
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "-o", "yaml"}, "accepted: text, json, markdown"},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--capture", "2s", "--filter", "tcp port"}, "can't parse filter expression: syntax error"},
 		{[]string{"diagnose", "--lab", "pod"}, "--lab needs a target: pod NAMESPACE/NAME or node NAME"},
-		{[]string{"diagnose", "pod", "default/web"}, "lab names need --lab"},
+		{[]string{"diagnose", "pod", "default/web"}, "no cluster: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a pod"},
+		{[]string{"diagnose", "pod", "default/web", "--kubeconfig", "/nonexistent/config"}, "/nonexistent/config"},
+		{[]string{"diagnose", "pod", "default/web", "--agents", "ssh"}, `--agents "ssh": accepted: port-forward, direct`},
+		{[]string{"diagnose", "pod", "default/web", "--agent-port", "0"}, "--agent-port 0: give 1 to 65535"},
+		{[]string{"diagnose", "pod"}, "give a target: pod NAMESPACE/NAME, svc NAMESPACE/NAME or node NAME"},
+		{[]string{"diagnose", "deployment", "default/web"}, `unknown target "deployment"`},
+		{[]string{"diagnose", "pod", "default/web", "--peer-netns", "/proc/self/ns/net"}, "are for --netns"},
+		{[]string{"agent"}, "no node name: give --node NAME, or set NODE_NAME"},
+		{[]string{"agent", "--node", "node-a", "--max-captures", "0"}, "--max-captures 0: give 1 to 16"},
+		{[]string{"agent", "--node", "node-a", "--tls-cert", "/x.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"agent", "--node", "node-a", "--token-file", "/t", "--kubeconfig", "/k"}, "exclude each other"},
+		{[]string{"agent", "--node", "node-a", "now"}, "the agent takes flags only"},
+		{[]string{"agent", "--bogus"}, "flag provided but not defined: -bogus"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(tc.args, &out, &errb)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/netdiag/netdiag/collectors/agent"
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/labview"
+	"github.com/netdiag/netdiag/internal/kubeapi"
 	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
@@ -49,11 +51,8 @@ func newFleet(t *testing.T) *fleet {
 	f := &fleet{lab: l, st: st, kube: kc, urls: map[string]string{}, stop: map[string]func(){}}
 	f.token = grant(t, ctx, kc, "netdiag-bot", true)
 	for _, n := range st.Nodes {
-		pods, err := agent.NodePods(ctx, admin, n.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := agent.New(agent.Config{Node: n.Name, Auth: &agent.KubeAuth{Client: admin}, Pods: pods,
+		api := apiClient(t, kc)
+		srv, err := agent.New(agent.Config{Node: n.Name, Auth: &agent.KubeAuth{Client: api}, Pods: agent.APIPods{Client: api},
 			NodeNetns: n.NetnsPath, CRISockets: []string{}, ScanPrefix: st.Prefix})
 		if err != nil {
 			t.Fatal(err)
@@ -66,6 +65,25 @@ func newFleet(t *testing.T) *fleet {
 		f.client = ts.Client()
 	}
 	return f
+}
+
+// apiClient is the agent's own API client, as the admin, read from a
+// kubeconfig as the agent reads one.
+func apiClient(t *testing.T, kc *kubetest.Cluster) *kubeapi.Client {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := kc.WriteKubeconfig(path); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := kubeapi.FromKubeconfig(path, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubeapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // grant makes a ServiceAccount, gives it the diagnose permission when

@@ -12,10 +12,7 @@ import (
 	"sync"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
-	authzv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"github.com/netdiag/netdiag/internal/kubeapi"
 )
 
 // User is an authenticated caller.
@@ -87,7 +84,7 @@ func (StaticToken) Authorize(context.Context, *User, Access) error { return nil 
 // answers are cached briefly, as the kubelet does, so that a diagnosis does
 // not wait on the API server for every call.
 type KubeAuth struct {
-	Client kubernetes.Interface
+	Client *kubeapi.Client
 	// Audiences a token may be minted for (default netdiag-agent). Adding
 	// the API server's own audience lets kubectl users' tokens in, as the
 	// kubelet does; the agent then sees tokens that also work against the
@@ -158,24 +155,19 @@ func (k *KubeAuth) Authenticate(ctx context.Context, r *http.Request) (*User, er
 	if len(aud) == 0 {
 		aud = []string{Audience}
 	}
-	tr, err := k.Client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: aud}}, metav1.CreateOptions{})
+	ui, reason, err := k.Client.TokenReview(ctx, tok, aud)
 	if err != nil {
 		// The API server did not answer: not the caller's fault, not cached.
 		return nil, fmt.Errorf("token review: %w", err)
 	}
 	var u *User
-	if !tr.Status.Authenticated {
-		why := tr.Status.Error
-		if why == "" {
-			why = "the API server did not accept it"
+	if ui == nil {
+		if reason == "" {
+			reason = "the API server did not accept it"
 		}
-		err = fmt.Errorf("%w: token rejected (audience %s): %s", ErrUnauthenticated, strings.Join(aud, ","), why)
+		err = fmt.Errorf("%w: token rejected (audience %s): %s", ErrUnauthenticated, strings.Join(aud, ","), reason)
 	} else {
-		ui := tr.Status.User
-		u = &User{Name: ui.Username, UID: ui.UID, Groups: ui.Groups, Extra: map[string][]string{}}
-		for k, v := range ui.Extra {
-			u.Extra[k] = v
-		}
+		u = &User{Name: ui.Username, UID: ui.UID, Groups: ui.Groups, Extra: ui.Extra}
 	}
 	k.mu.Lock()
 	if k.tokens == nil || len(k.tokens) > 4096 {
@@ -187,7 +179,7 @@ func (k *KubeAuth) Authenticate(ctx context.Context, r *http.Request) (*User, er
 }
 
 func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Access) error {
-	attrs := &authzv1.ResourceAttributes{Namespace: a.Namespace, Verb: Verb, Group: ResourceGroup, Resource: Resource, Name: a.Name}
+	attrs := kubeapi.ResourceAttributes{Namespace: a.Namespace, Verb: Verb, Group: ResourceGroup, Resource: Resource, Name: a.Name}
 	if a.Payload {
 		attrs.Subresource = SubPayload
 	}
@@ -199,16 +191,11 @@ func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Access) error {
 		return c.err
 	}
 	k.mu.Unlock()
-	extra := map[string]authzv1.ExtraValue{}
-	for k, v := range u.Extra {
-		extra[k] = v
-	}
-	sar, err := k.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-		ResourceAttributes: attrs, User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra}}, metav1.CreateOptions{})
+	allowed, reason, err := k.Client.SubjectAccessReview(ctx, kubeapi.UserInfo{Username: u.Name, UID: u.UID, Groups: u.Groups, Extra: u.Extra}, attrs)
 	if err != nil {
 		return fmt.Errorf("access review: %w", err)
 	}
-	if !sar.Status.Allowed {
+	if !allowed {
 		what := Resource + "." + ResourceGroup
 		if a.Payload {
 			what += "/" + SubPayload
@@ -218,8 +205,8 @@ func (k *KubeAuth) Authorize(ctx context.Context, u *User, a Access) error {
 			where = "in namespace " + a.Namespace
 		}
 		err = fmt.Errorf("%w: %s may not %s %s %s (grant it with a Role or ClusterRole)", ErrForbidden, u.Name, Verb, what, where)
-		if sar.Status.Reason != "" {
-			err = fmt.Errorf("%w; the API server says: %s", err, sar.Status.Reason)
+		if reason != "" {
+			err = fmt.Errorf("%w; the API server says: %s", err, reason)
 		}
 	}
 	k.mu.Lock()

@@ -58,13 +58,10 @@ func newSecured(t *testing.T) *secured {
 			t.Fatal(err)
 		}
 	}
-	pods, err := agent.NodePods(ctx, admin, "node-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := apiClient(t, kc)
 	s := &secured{kube: kc}
 	finder := podns.Finder{CRISockets: []string{}, ScanPrefix: b.Name("")}
-	srv, err := agent.New(agent.Config{Node: "node-a", Auth: &agent.KubeAuth{Client: admin}, Pods: pods, NodeNetns: b.Path("other"),
+	srv, err := agent.New(agent.Config{Node: "node-a", Auth: &agent.KubeAuth{Client: api}, Pods: agent.APIPods{Client: api}, NodeNetns: b.Path("other"),
 		FindPod: func(ctx context.Context, p podns.PodRef) (*podns.Found, error) {
 			s.finds.Add(1)
 			return finder.Find(ctx, p)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -52,7 +53,7 @@ type Config struct {
 
 // PodLocator says on which node a pod runs, and its UID.
 type PodLocator interface {
-	PodNode(namespace, name string) (node, uid string, err error)
+	PodNode(ctx context.Context, namespace, name string) (node, uid string, err error)
 }
 
 // Server is the agent's HTTP API.
@@ -63,6 +64,7 @@ type Server struct {
 	runs     chan struct{}
 	mu       sync.Mutex
 	sessions map[string]*session
+	idle     *time.Timer
 }
 
 type session struct {
@@ -414,6 +416,7 @@ func (s *Server) admit(p *diagnose.Part, run bool) (func(), error) {
 			<-s.captures
 		}
 		<-s.runs
+		s.idleSoon()
 	}
 	for range n {
 		select {
@@ -425,6 +428,22 @@ func (s *Server) admit(p *diagnose.Part, run bool) (func(), error) {
 		}
 	}
 	return sync.OnceFunc(release), nil
+}
+
+// idleSoon gives the memory of a finished diagnosis back to the node once
+// the agent is idle again: an iptables dump of a big node is megabytes of
+// heap that the runtime would otherwise keep for minutes, on every node.
+func (s *Server) idleSoon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	s.idle = time.AfterFunc(time.Second, func() {
+		if len(s.runs) == 0 {
+			debug.FreeOSMemory()
+		}
+	})
 }
 
 // locate finds the part's namespaces on this node: the node's own, and
@@ -443,7 +462,7 @@ func (s *Server) locate(ctx context.Context, p *diagnose.Part) (*diagnose.Part, 
 		}
 		uid := pl.Pod.UID
 		if s.cfg.Pods != nil {
-			node, u, err := s.cfg.Pods.PodNode(pl.Pod.Namespace, pl.Pod.Name)
+			node, u, err := s.cfg.Pods.PodNode(ctx, pl.Pod.Namespace, pl.Pod.Name)
 			if err != nil {
 				return nil, &httpError{http.StatusNotFound, fmt.Errorf("pod %s: %w", pl.Pod.Key(), err)}
 			}

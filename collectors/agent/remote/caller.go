@@ -1,4 +1,9 @@
-package agent
+// Package remote is the caller's side of the node agents for a Kubernetes
+// user: their own credentials (a token, an exec plugin, a client
+// certificate, from a kubeconfig) carried to each agent directly or through
+// the API server, so that RBAC decides what they may diagnose. It is apart
+// from package agent so that the agent itself links no client-go.
+package remote
 
 import (
 	"context"
@@ -13,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/netdiag/netdiag/collectors/agent"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
@@ -48,7 +55,7 @@ type forward struct {
 func NewCaller(cfg *rest.Config, caFile string, port int, direct bool) (*Caller, error) {
 	c := &Caller{Config: cfg, Port: port, Direct: direct, forwards: map[string]*forward{}}
 	if c.Port == 0 {
-		c.Port = DefaultPort
+		c.Port = agent.DefaultPort
 	}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
@@ -82,7 +89,7 @@ func (c *Caller) httpClient(serverName string) (*http.Client, error) {
 }
 
 // Site is the agent pod on a node as a diagnose site.
-func (c *Caller) Site(ctx context.Context, node, namespace, pod string, ip netip.Addr) (*Client, error) {
+func (c *Caller) Site(ctx context.Context, node, namespace, pod string, ip netip.Addr) (*agent.Client, error) {
 	hc, err := c.httpClient(ip.String())
 	if err != nil {
 		return nil, err
@@ -91,11 +98,11 @@ func (c *Caller) Site(ctx context.Context, node, namespace, pod string, ip netip
 	if !c.Direct {
 		local, err := c.forward(ctx, namespace, pod)
 		if err != nil {
-			return nil, fmt.Errorf("port-forward to agent pod %s/%s on node %s: %w (%w)", namespace, pod, node, err, ErrUnreachableNode(node))
+			return nil, fmt.Errorf("port-forward to agent pod %s/%s on node %s: %w (%w)", namespace, pod, node, err, agent.ErrUnreachableNode(node))
 		}
 		base = "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(local))
 	}
-	return &Client{Node: node, URL: base, HTTP: hc}, nil
+	return &agent.Client{Node: node, URL: base, HTTP: hc}, nil
 }
 
 // forward opens (once per pod) a port-forward through the API server.
