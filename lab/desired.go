@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Desired is the complete state the lab should be in: the healthy baseline,
@@ -248,7 +249,10 @@ func baseline(l *Lab) *Desired {
 			c.Links = append(c.Links, &LinkConfig{Name: x.Name, Kind: "veth", PeerNS: mgmt.Netns, PeerName: "to-" + n.Name, MTU: nicMTU, Addrs: []string{x.Address}})
 		}
 		c.Links = append(c.Links,
-			&LinkConfig{Name: n.Bridge, Kind: "bridge", MTU: vxlanMTU, Addrs: []string{n.BridgeIP + "/24", n.BridgeIP6 + "/64"}},
+			// A fixed MAC, as the CNI bridge plugin gives cni0: a bridge
+			// without one takes its lowest port's, which changes as pods
+			// come and go, and pods that learnt the gateway's MAC lose it.
+			&LinkConfig{Name: n.Bridge, Kind: "bridge", MTU: vxlanMTU, MAC: bridgeMAC(n.Overlay.MAC), Addrs: []string{n.BridgeIP + "/24", n.BridgeIP6 + "/64"}},
 			// One VXLAN device for both families: IPv6 pod frames ride the
 			// IPv4 underlay, so a v6 packet meets the same 1450-byte MTU.
 			&LinkConfig{Name: n.Overlay.Device, Kind: "vxlan", MTU: n.Overlay.MTU, MAC: n.Overlay.MAC,
@@ -343,3 +347,7 @@ func (d *Desired) finish() {
 		}
 	}
 }
+
+// bridgeMAC is a node's cni0 MAC, derived from its VTEP's (02:4e:44:00:..
+// becomes 02:4e:44:10:..): locally administered, unique per node.
+func bridgeMAC(vtep string) string { return strings.Replace(vtep, "02:4e:44:00:", "02:4e:44:10:", 1) }
