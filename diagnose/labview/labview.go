@@ -13,6 +13,7 @@ import (
 
 	"github.com/netdiag/netdiag/collectors"
 	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/diagnose/sweep"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -27,11 +28,7 @@ func Request(st *lab.Status, kind, name, to string, dns []string) (*diagnose.Req
 	if st.Phase != "up" {
 		return nil, fmt.Errorf("lab %q is %s; start it with `netdiag lab up`", st.Instance, st.Phase)
 	}
-	c := &diagnose.Cluster{ClusterCIDR: st.ClusterCIDR, ServiceCIDR: st.ServiceCIDR, ClusterDomain: st.ClusterDomain,
-		APIName: "kubernetes.default.svc." + st.ClusterDomain}
-	if s, err := st.Service(st.DNSService); err == nil {
-		c.DNS = service(s, 0)
-	}
+	c := Cluster(st)
 	r := &diagnose.Request{DNS: dns, Cluster: c}
 	switch kind {
 	case "pod":
@@ -157,6 +154,37 @@ func cutLast(s, sep string) (string, string, bool) {
 		return s, "", false
 	}
 	return s[:i], s[i+len(sep):], true
+}
+
+// Cluster is the lab's facts every question shares: its ranges, its
+// domain, its DNS Service.
+func Cluster(st *lab.Status) *diagnose.Cluster {
+	c := &diagnose.Cluster{ClusterCIDR: st.ClusterCIDR, ServiceCIDR: st.ServiceCIDR, ClusterDomain: st.ClusterDomain,
+		APIName: "kubernetes.default.svc." + st.ClusterDomain}
+	if s, err := st.Service(st.DNSService); err == nil {
+		c.DNS = service(s, 0)
+	}
+	return c
+}
+
+// SweepNodes are the lab's nodes for a sweep, each with a pod of its own
+// to probe from (the first lab pod on it).
+func SweepNodes(st *lab.Status) []sweep.Node {
+	var out []sweep.Node
+	for i := range st.Nodes {
+		n := &st.Nodes[i]
+		sn := sweep.Node{Name: n.Name, InternalIP: netip.MustParseAddr(n.InternalIP), Place: nodePlace(n), Facts: node(n)}
+		for j := range st.Pods {
+			p := &st.Pods[j]
+			if p.Node == n.Name {
+				pl := podPlace(p)
+				sn.Pod, sn.PodIP, sn.ResolvConf = &pl, pl.Pod.IP, p.ResolvConf
+				break
+			}
+		}
+		out = append(out, sn)
+	}
+	return out
 }
 
 // podPlace is a lab pod: on its node, found there by its IP (a lab pod is a
