@@ -81,10 +81,6 @@ func clusterRun(ctx context.Context, c *cli, f *clusterFlags, kind, name, to str
 		}
 	}
 	req = res.Request()
-	if req.To != nil && !req.To.Addr.IsValid() {
-		view.Stop()
-		return nil, nil, nil, usageErr("--to %s: a name outside the cluster's Services is not resolved here yet; give its IP:PORT", to)
-	}
 	caller, err := remote.NewCaller(rc, f.agentCA, f.agentPort, f.agents == "direct")
 	if err != nil {
 		view.Stop()
@@ -101,7 +97,13 @@ func clusterRun(ctx context.Context, c *cli, f *clusterFlags, kind, name, to str
 		}
 		return caller.Site(ctx, node, pod.Namespace, pod.Name, ip)
 	}}
-	return req, run, func() { caller.Close(); view.Stop() }, nil
+	done = func() { caller.Close(); view.Stop() }
+	// A name that is not the cluster's resolves as the pod resolves it.
+	if err := diagnose.ResolveTo(ctx, run, req); err != nil {
+		done()
+		return nil, nil, nil, usageErr("--to: %v", err)
+	}
+	return req, run, done, nil
 }
 
 // usageError is an error in what the user gave (exit 2).

@@ -143,6 +143,7 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 		{"a user allowed by RBAC, to a Service", []string{"diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "sre", "-o", "json"}, diagnose.Healthy},
 		{"the admin's client certificate, to the pod", []string{"diagnose", "pod", "default/client", "--to", "pod/default/web:8080", "--context", "admin", "-o", "json"}, diagnose.Healthy},
 		{"a name", []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local", "--context", "sre", "-o", "json"}, diagnose.Healthy},
+		{"a host outside the cluster by name, resolved in the pod", []string{"diagnose", "pod", "default/client", "--to", st.OutsideName + ":80", "--context", "sre", "-o", "json"}, diagnose.Healthy},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := cli(t, tc.args...)
@@ -182,6 +183,12 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 		}
 		t.Logf("agent on %s after the diagnoses: RSS %.1f MiB (%.1f MiB its own), CPU %s over 2 s idle", st.Nodes[i].Name, float64(m.RSS)/(1<<20), float64(m.Anon)/(1<<20), cpu1-cpu0)
 	}
+	t.Run("a name that does not resolve in the pod", func(t *testing.T) {
+		code, _, errOut := cli(t, "diagnose", "pod", "default/client", "--to", "nosuch.invalid:80", "--context", "sre")
+		if code != 2 || !strings.Contains(errOut, `cannot resolve "nosuch.invalid" from pod default/client`) || !strings.Contains(errOut, "--dns nosuch.invalid") {
+			t.Errorf("exit %d: %s", code, errOut)
+		}
+	})
 	t.Run("a user RBAC does not allow", func(t *testing.T) {
 		code, _, errOut := cli(t, "diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "intern")
 		if code == 0 || !strings.Contains(errOut, "may not create diagnoses.netdiag.io in namespace default") {
