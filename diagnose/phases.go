@@ -115,6 +115,9 @@ func RunPlan(ctx context.Context, p *Plan, siteFor SiteFor) ([]collectors.Eviden
 	}
 	src := parts[0]
 	site, err := siteFor(src.Node)
+	if errors.Is(err, ErrDenied) {
+		return nil, err
+	}
 	if err != nil {
 		return unreachable(parts, err), nil
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/netdiag/netdiag/internal/procfs"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/containerd"
+	"github.com/netdiag/netdiag/lab/kubelet"
 	"github.com/netdiag/netdiag/lab/labtest"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -108,7 +109,9 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 	}
 	var agentPIDs []int
 	for _, n := range st.Nodes {
-		args := []string{"--node", n.Name, "--listen", net.JoinHostPort(n.InternalIP, "9443"), "--kubeconfig", kubeconfig, "--context", "admin",
+		// On every address, as in the DaemonSet: a port-forward to a
+		// host-network pod arrives at localhost.
+		args := []string{"--node", n.Name, "--listen", ":9443", "--kubeconfig", kubeconfig, "--context", "admin",
 			"--scan-netns-prefix", st.Prefix, "--token-audience", agent.Audience, "--token-audience", kubetest.Issuer, "--client-ca-file", kc.CAFile}
 		args = append(args, "--cri-socket", filepath.Join(dir, "no-runtime-here.sock"))
 		if n.Name == node.Name {
@@ -237,7 +240,98 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 			}
 		}
 	})
+	t.Run("through the API server: port-forward by the node's kubelet", func(t *testing.T) {
+		// A real kubelet on the client's node, on its containerd, runs the
+		// agent's pod (host network): the API server's port-forward to it
+		// goes through the kubelet and containerd to the node's port 9443,
+		// where the agent listens. The agent pod written by hand for this
+		// node makes way for the kubelet's.
+		now := int64(0) // no kubelet ran it: nothing to wait for
+		if err := admin.CoreV1().Pods("netdiag").Delete(ctx, "netdiag-agent-"+node.Name, metav1.DeleteOptions{GracePeriodSeconds: &now}); err != nil {
+			t.Fatal(err)
+		}
+		adminConfig := filepath.Join(dir, "admin.kubeconfig")
+		if err := kc.WriteKubeconfig(adminConfig); err != nil {
+			t.Fatal(err)
+		}
+		kubelet.StartForTest(t, kubelet.Options{NodeName: node.Name, NodeIP: node.InternalIP, NetnsPath: node.NetnsPath,
+			CRISocket: rt.Socket, CgroupRoot: "/" + rt.Name, Kubeconfig: adminConfig, ClientCAFile: kc.CAFile,
+			StaticPods: map[string]string{"agent.yaml": agentManifest}, ClusterDNS: dnsSvc.ClusterIP, ClusterDomain: st.ClusterDomain})
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			p, err := admin.CoreV1().Pods("netdiag").Get(ctx, "netdiag-agent-"+node.Name, metav1.GetOptions{})
+			_, mirror := p.Annotations["kubernetes.io/config.mirror"]
+			if err == nil && mirror && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+				t.Logf("the kubelet runs %s/%s on %s (%s)", p.Namespace, p.Name, p.Spec.NodeName, p.Status.PodIP)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the kubelet's agent pod is not Running after 90 s: %v %v", err, p.Status.Phase)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		// The kubelet now owns every pod bound to its node: it replaces the
+		// client's sandbox with its own. The question waits until it runs.
+		for {
+			p, err := admin.CoreV1().Pods("default").Get(ctx, "client", metav1.GetOptions{})
+			if err == nil && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil && p.Status.PodIP != "" {
+				t.Logf("the kubelet runs pod default/client at %s", p.Status.PodIP)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the kubelet does not run pod default/client after 90 s: %v", err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		code, out, errOut := runIn(t, ctx, router.NetnsPath, self, []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local",
+			"--kubeconfig", kubeconfig, "--context", "sre", "--agents", "port-forward", "-o", "json"})
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		var f diagnose.Finding
+		if err := json.Unmarshal([]byte(out), &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Verdict() != diagnose.Healthy {
+			t.Errorf("verdict %s: %s", f.Verdict(), f.Summary)
+		}
+		found := false
+		for _, ev := range f.Raw {
+			found = found || (ev.Scope == "source" && strings.HasPrefix(ev.Netns, rt.Dir))
+		}
+		if !found {
+			t.Error("no evidence from the pod's sandbox namespace")
+		}
+		t.Logf("through port-forward: %s (%.2f) in %d ms", f.Verdict(), f.Confidence, f.Timings.TotalMS)
+
+		// Without pods/portforward, the API server says no.
+		code, _, errOut = runIn(t, ctx, router.NetnsPath, self, []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local",
+			"--kubeconfig", kubeconfig, "--context", "intern", "--agents", "port-forward"})
+		if code == 0 || !strings.Contains(errOut, `cannot create resource "pods/portforward"`) {
+			t.Errorf("a user without pods/portforward: exit %d: %s", code, errOut)
+		}
+		t.Logf("without pods/portforward: exit %d: %s", code, lastLine(errOut))
+	})
 }
+
+// agentManifest is the agent's pod as the kubelet runs it: on the host
+// network, labelled as the DaemonSet's pods are. Its container stands in
+// for the agent's image (issue 13 builds it): the agent itself listens on
+// the node's port 9443 beside it, in the same namespace.
+const agentManifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: netdiag-agent
+  namespace: netdiag
+  labels: {app.kubernetes.io/name: netdiag-agent}
+spec:
+  hostNetwork: true
+  containers:
+  - name: agent
+    image: netdiag.lab/server:1
+    imagePullPolicy: Never
+    args: ["-listen", "127.0.0.1:18080"]
+`
 
 func saToken(t *testing.T, ctx context.Context, kc *kubetest.Cluster, name string, allowed bool) string {
 	t.Helper()
@@ -246,7 +340,10 @@ func saToken(t *testing.T, ctx context.Context, kc *kubetest.Cluster, name strin
 		Resources: []string{"pods", "services", "nodes", "endpointslices", "networkpolicies"}, Verbs: []string{"get", "list", "watch"}}
 	rules := []rbacv1.PolicyRule{read} // may read the cluster
 	if allowed {
-		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{agent.ResourceGroup}, Resources: []string{agent.Resource}, Verbs: []string{agent.Verb}})
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{agent.ResourceGroup}, Resources: []string{agent.Resource}, Verbs: []string{agent.Verb}},
+			// Reaching the agents through the API server, as kubectl
+			// port-forward does.
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/portforward"}, Verbs: []string{"get", "create"}})
 	}
 	cr := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netdiag-" + name}, Rules: rules}
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {

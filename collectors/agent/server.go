@@ -246,10 +246,11 @@ func (s *Server) part(w http.ResponseWriter, r *http.Request, user *User) error 
 	defer release()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	local, err := s.locate(ctx, &p)
+	local, done, err := s.locate(ctx, &p)
 	if err != nil {
 		return err
 	}
+	defer done()
 	site := &diagnose.LocalSite{}
 	if r.URL.Path == PathPrepare {
 		params, err := site.Prepare(ctx, local)
@@ -267,12 +268,13 @@ func (s *Server) part(w http.ResponseWriter, r *http.Request, user *User) error 
 
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, user *User, p *diagnose.Part, timeout time.Duration, release func()) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	local, err := s.locate(ctx, p)
+	local, done, err := s.locate(ctx, p)
 	if err != nil {
 		cancel()
 		release()
 		return err
 	}
+	release = func(r func()) func() { return func() { done(); r() } }(release)
 	wt, err := (&diagnose.LocalSite{}).Watch(ctx, local)
 	if err != nil {
 		cancel()
@@ -449,7 +451,18 @@ func (s *Server) idleSoon() {
 // locate finds the part's namespaces on this node: the node's own, and
 // each pod's through the container runtime, its cgroup or its IP. The
 // source pod's resolv.conf is its own.
-func (s *Server) locate(ctx context.Context, p *diagnose.Part) (*diagnose.Part, error) {
+func (s *Server) locate(ctx context.Context, p *diagnose.Part) (_ *diagnose.Part, done func(), err error) {
+	var temp []string
+	done = func() {
+		for _, f := range temp {
+			os.Remove(f)
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
 	out := *p
 	out.Places = map[collectors.Scope]diagnose.Place{}
 	params := *p.Params
@@ -464,24 +477,39 @@ func (s *Server) locate(ctx context.Context, p *diagnose.Part) (*diagnose.Part, 
 		if s.cfg.Pods != nil {
 			node, u, err := s.cfg.Pods.PodNode(ctx, pl.Pod.Namespace, pl.Pod.Name)
 			if err != nil {
-				return nil, &httpError{http.StatusNotFound, fmt.Errorf("pod %s: %w", pl.Pod.Key(), err)}
+				return nil, nil, &httpError{http.StatusNotFound, fmt.Errorf("pod %s: %w", pl.Pod.Key(), err)}
 			}
 			if node != s.cfg.Node {
-				return nil, fail(http.StatusMisdirectedRequest, "pod %s runs on node %q, not on this node %q", pl.Pod.Key(), node, s.cfg.Node)
+				return nil, nil, fail(http.StatusMisdirectedRequest, "pod %s runs on node %q, not on this node %q", pl.Pod.Key(), node, s.cfg.Node)
 			}
 			if uid != "" && u != uid {
-				return nil, fail(http.StatusNotFound, "pod %s has UID %s now, not %s: it was recreated", pl.Pod.Key(), u, uid)
+				return nil, nil, fail(http.StatusNotFound, "pod %s has UID %s now, not %s: it was recreated", pl.Pod.Key(), u, uid)
 			}
 			uid = u
 		}
 		found, err := s.cfg.FindPod(ctx, podns.PodRef{Namespace: pl.Pod.Namespace, Name: pl.Pod.Name, UID: uid, IP: pl.Pod.IP})
 		if err != nil {
-			return nil, &httpError{http.StatusNotFound, fmt.Errorf("pod %s: network namespace not found on node %s: %w", pl.Pod.Key(), s.cfg.Node, err)}
+			return nil, nil, &httpError{http.StatusNotFound, fmt.Errorf("pod %s: network namespace not found on node %s: %w", pl.Pod.Key(), s.cfg.Node, err)}
 		}
 		pl.Netns = found.Path
 		out.Places[sc] = pl
 		if sc == collectors.ScopeSource {
 			rc := found.ResolvConf
+			if rc == "" && found.DNS != nil {
+				// No container runs to read it from: the configuration
+				// the runtime was given is what the pod gets.
+				f, err := os.CreateTemp("", "netdiag-resolv-*.conf")
+				if err != nil {
+					return nil, nil, err
+				}
+				temp = append(temp, f.Name())
+				_, err = f.Write(found.DNS.ResolvConf())
+				f.Close()
+				if err != nil {
+					return nil, nil, err
+				}
+				rc = f.Name()
+			}
 			if rc == "" {
 				rc = collectors.DefaultResolvConf(found.Path)
 			}
@@ -497,7 +525,7 @@ func (s *Server) locate(ctx context.Context, p *diagnose.Part) (*diagnose.Part, 
 		}
 		s.log.Debug("found pod", "pod", pl.Pod.Key(), "netns", found.Path, "via", found.Via)
 	}
-	return &out, nil
+	return &out, done, nil
 }
 
 // stream writes evidence, each capture followed by its pcap, which is then

@@ -37,6 +37,32 @@ type Found struct {
 	// when a container process was found (the sandbox's pause process
 	// has none); empty otherwise.
 	ResolvConf string `json:"resolv_conf,omitempty"`
+	// DNS is the DNS configuration the runtime was given for the pod's
+	// resolv.conf (CRI), for when no container runs to read it from.
+	DNS *DNSConfig `json:"dns,omitempty"`
+}
+
+// DNSConfig is a pod's DNS configuration, as the kubelet hands it to the
+// runtime.
+type DNSConfig struct {
+	Servers  []string `json:"servers,omitempty"`
+	Searches []string `json:"searches,omitempty"`
+	Options  []string `json:"options,omitempty"`
+}
+
+// ResolvConf renders it as the runtime writes the pod's resolv.conf.
+func (d *DNSConfig) ResolvConf() []byte {
+	var b strings.Builder
+	for _, s := range d.Servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(d.Searches) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(d.Searches, " "))
+	}
+	if len(d.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(d.Options, " "))
+	}
+	return []byte(b.String())
 }
 
 // ErrNotFound is returned when no method finds the pod.
@@ -103,6 +129,10 @@ func ViaCRI(ctx context.Context, socket string, pod PodRef) (*Found, error) {
 		return nil, err
 	}
 	f.ResolvConf = containerResolvConf(ctx, rs, sb.Id)
+	var info sandboxInfo
+	if json.Unmarshal([]byte(st.Info["info"]), &info) == nil && info.Config.DNS != nil && len(info.Config.DNS.Servers) > 0 {
+		f.DNS = info.Config.DNS
+	}
 	return f, nil
 }
 
@@ -146,6 +176,10 @@ type sandboxInfo struct {
 			} `json:"namespaces"`
 		} `json:"linux"`
 	} `json:"runtimeSpec"`
+	// Config is the sandbox's CRI config (containerd reports it).
+	Config struct {
+		DNS *DNSConfig `json:"dns_config"`
+	} `json:"config"`
 }
 
 // readBounded reads a cgroup file; a pod's process list is small, and a

@@ -560,6 +560,13 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 			// The lab's pods and the agent's own manifests ask for
 			// privileged containers and host networking.
 			"--allow-privileged=true",
+			// Logs, exec and port-forward go through a node's kubelet;
+			// the admin's certificate is the apiserver's client
+			// certificate towards it, and the kubelet's InternalIP is
+			// the address the lab routes.
+			"--kubelet-client-certificate=" + files["admin-cert"],
+			"--kubelet-client-key=" + files["admin-key"],
+			"--kubelet-preferred-address-types=InternalIP",
 			"--profiling=false",
 		}
 		p, err := startProc("kube-apiserver", append(append(launcher, bin), args...), filepath.Join(c.Dir, "kube-apiserver.log"))

@@ -128,6 +128,7 @@ func teardownDir(ctx context.Context, dir string, log *slog.Logger) error {
 	// `lab down` moves processes out of the instance's cgroups.
 	fail("end pod processes", killInPodNetns(ctx, dir, log))
 	fail("remove cgroups", removeCgroups(ctx, name, log))
+	fail("remove cgroups of pods without a parent", removeIDCgroups(ids))
 	fail("unmount", unmountUnder(ctx, dir))
 	for _, s := range sockets {
 		if err := os.Remove(s); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -546,6 +547,54 @@ func removeCgroups(ctx context.Context, name string, log *slog.Logger) error {
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeIDCgroups removes the cgroups containerd makes for a container
+// given no cgroup parent (a kubelet without QoS cgroups gives none):
+// k8s.io/ID in each hierarchy, only for this runtime's IDs, then k8s.io
+// itself when that leaves it empty (another runtime's entries keep it).
+func removeIDCgroups(ids map[string]bool) error {
+	var errs []error
+	for _, m := range mountInfo() {
+		if m.fstype != "cgroup" && m.fstype != "cgroup2" {
+			continue
+		}
+		base := filepath.Join(m.path, "k8s.io")
+		if _, err := os.Stat(base); err != nil {
+			continue
+		}
+		for id := range ids {
+			dir := filepath.Join(base, id)
+			// A container caught in its creation when the runtime stopped
+			// ("runc init", orphaned) stays in its cgroup: it is ours by
+			// the cgroup's name, the container's ID.
+			for try := 0; try < 50; try++ {
+				b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+				pids := strings.Fields(string(b))
+				if err != nil || len(pids) == 0 {
+					break
+				}
+				for _, f := range pids {
+					if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			var err error
+			for try := 0; try < 50; try++ {
+				if err = unix.Rmdir(dir); err == nil || !errors.Is(err, unix.EBUSY) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dir, err))
+			}
+		}
+		unix.Rmdir(base) // not empty: not only ours
 	}
 	return errors.Join(errs...)
 }

@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/netdiag/netdiag/collectors/agent"
+	"github.com/netdiag/netdiag/diagnose"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
@@ -98,6 +99,11 @@ func (c *Caller) Site(ctx context.Context, node, namespace, pod string, ip netip
 	if !c.Direct {
 		local, err := c.forward(ctx, namespace, pod)
 		if err != nil {
+			// The API server's refusal is the user's RBAC speaking, not a
+			// node that does not answer.
+			if strings.Contains(err.Error(), "is forbidden") {
+				return nil, fmt.Errorf("port-forward to agent pod %s/%s: %w (%w)", namespace, pod, err, diagnose.ErrDenied)
+			}
 			return nil, fmt.Errorf("port-forward to agent pod %s/%s on node %s: %w (%w)", namespace, pod, node, err, agent.ErrUnreachableNode(node))
 		}
 		base = "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(local))

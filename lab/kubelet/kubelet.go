@@ -1,0 +1,216 @@
+// Package kubelet runs a real kubelet on a lab node: in the node's network
+// namespace, on the node's containerd (lab/containerd), registered with a
+// real API server (internal/kubetest), so that what goes through a node's
+// kubelet (port-forward, logs, static pods) can be tested as a cluster has
+// it. Everything the kubelet needs from this machine and cannot have here
+// is turned off in its configuration, each with the reason.
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/netdiag/netdiag/collectors/netns"
+)
+
+// Options say where the kubelet runs and what it talks to.
+type Options struct {
+	NodeName, NodeIP string
+	// NetnsPath is the node's network namespace.
+	NetnsPath string
+	// CRISocket is the node's containerd; CgroupRoot the cgroup under
+	// which its pods go (the runtime's own, so that its teardown removes
+	// them).
+	CRISocket, CgroupRoot string
+	// Kubeconfig reaches the API server; ClientCAFile verifies who calls
+	// the kubelet (the API server's client certificate).
+	Kubeconfig, ClientCAFile string
+	// StaticPods are manifests (file name to YAML) the kubelet runs
+	// without the API server's say.
+	StaticPods map[string]string
+	// ClusterDNS and ClusterDomain make the resolv.conf of the pods it
+	// runs (dnsPolicy ClusterFirst), as in any cluster.
+	ClusterDNS, ClusterDomain string
+}
+
+// Kubelet is a running kubelet.
+type Kubelet struct {
+	Dir string
+	Log string
+	cmd *exec.Cmd
+}
+
+// config is the kubelet's configuration file. Off, and why:
+//   - failSwapOn, failCgroupV1: this machine may have swap and has cgroup v1;
+//     a lab node is not a production node.
+//   - cgroupsPerQOS, enforceNodeAllocatable: the kubelet would create and
+//     size its QoS hierarchy at the machine's cgroup root; pods go under
+//     cgroupRoot, the runtime's own cgroup, instead.
+//   - localStorageCapacityIsolation, evictionHard: the kubelet would read
+//     and police the machine's disks, which are not the lab node's.
+//   - protectKernelDefaults false, kernelMemcgNotification false: the
+//     kubelet would check or change the machine's sysctls and memcg.
+//   - authorization AlwaysAllow: whoever the client CA vouches for (the
+//     API server) may call it; anonymous callers may not.
+const config = `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %[1]s
+port: 10250
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %[2]q}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+cgroupRoot: %[3]q
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+failCgroupV1: false
+localStorageCapacityIsolation: false
+evictionHard: {}
+evictionPressureTransitionPeriod: 0s
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+protectKernelDefaults: false
+kernelMemcgNotification: false
+containerRuntimeEndpoint: %[4]q
+staticPodPath: %[5]q
+podLogsDir: %[6]q
+resolvConf: ""
+clusterDNS: [%[7]q]
+clusterDomain: %[8]q
+registerNode: true
+syncFrequency: 10s
+fileCheckFrequency: 2s
+nodeStatusUpdateFrequency: 5s
+`
+
+// Start runs the kubelet in the node's namespace.
+func Start(ctx context.Context, o Options) (*Kubelet, error) {
+	bin, err := find("kubelet")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", filepath.Base(o.NetnsPath)+"-kubelet-")
+	if err != nil {
+		return nil, err
+	}
+	k := &Kubelet{Dir: dir, Log: filepath.Join(dir, "kubelet.log")}
+	manifests, logs := filepath.Join(dir, "manifests"), filepath.Join(dir, "pod-logs")
+	for _, d := range []string{manifests, logs, filepath.Join(dir, "root"), filepath.Join(dir, "certs")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, err
+		}
+	}
+	for name, y := range o.StaticPods {
+		if err := os.WriteFile(filepath.Join(manifests, name), []byte(y), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, config, o.NodeIP, o.ClientCAFile, o.CgroupRoot, "unix://"+o.CRISocket, manifests, logs, o.ClusterDNS, o.ClusterDomain), 0o644); err != nil {
+		return nil, err
+	}
+	ns, err := netns.Open(o.NetnsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	log, err := os.Create(k.Log)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	k.cmd = exec.Command(bin, "--config", cfg, "--kubeconfig", o.Kubeconfig, "--hostname-override", o.NodeName, "--node-ip", o.NodeIP,
+		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"), "--v", "2")
+	k.cmd.Stdout, k.cmd.Stderr = log, log
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ns.Start(k.cmd); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start kubelet: %w", err)
+	}
+	return k, nil
+}
+
+// Stop ends the kubelet by its PID and removes what it left: its mounts
+// under its directory (deepest first), then the directory.
+func (k *Kubelet) Stop() error {
+	var errs []error
+	if k.cmd != nil && k.cmd.Process != nil {
+		k.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- k.cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			k.cmd.Process.Kill()
+			<-done
+		}
+	}
+	mounts, _ := mountsUnder(k.Dir)
+	for _, m := range mounts {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if err := os.RemoveAll(k.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Tail is the end of the kubelet's log.
+func (k *Kubelet) Tail(n int) string {
+	b, _ := os.ReadFile(k.Log)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// mountsUnder lists mount points under dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out, nil
+}
+
+func find(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		home, _ := os.UserHomeDir()
+		gopath = filepath.Join(home, "go")
+	}
+	p := filepath.Join(gopath, "bin", name)
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s not found in PATH or %s: run ./scripts/install-deps", name, filepath.Dir(p))
+}

@@ -1,0 +1,40 @@
+package kubelet
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/netdiag/netdiag/lab/labtest"
+)
+
+// StartForTest runs a kubelet for the test and stops it when the test
+// ends (before the node's containerd, so call it after that runtime's
+// StartForTest). Without the kubelet binary it fails when CI is set and
+// skips otherwise.
+func StartForTest(t testing.TB, o Options) *Kubelet {
+	t.Helper()
+	labtest.RequireRoot(t)
+	if _, err := find("kubelet"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	k, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kubelet log (%s):\n%s", k.Log, k.Tail(40))
+		}
+		if err := k.Stop(); err != nil {
+			t.Errorf("stop kubelet: %v", err)
+		}
+	})
+	return k
+}
