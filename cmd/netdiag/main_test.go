@@ -53,7 +53,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--collector", "tcp", "--to", "10.0.0.1"}, "needs --to HOST:PORT"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "10m"}, "between 1s and 5m0s"},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--capture", "soon"}, "invalid value"},
-		{[]string{"bench", "nosuch"}, "give one of: agent, capture, pmtu, collectors, diagnose, drops, tracer"},
+		{[]string{"bench", "nosuch"}, "give one of: agent, capture, pmtu, collectors, diagnose, drops, tracer, store"},
 		{[]string{"diagnose", "--netns", "/proc/self/ns/net", "--drops", "bpf"}, `--drops "bpf": accepted: auto (eBPF, else tracefs), ebpf, tracefs, off`},
 		{[]string{"collect", "--netns", "/proc/self/ns/net", "--drops", "kprobe"}, "accepted: auto"},
 		{[]string{"diagnose"}, "give a target: pod NAMESPACE/NAME, svc NAMESPACE/NAME or node NAME"},
