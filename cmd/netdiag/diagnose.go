@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -81,6 +82,7 @@ func runDiagnose(c *cli, args []string) int {
 	pf.register(fs)
 	var cf clusterFlags
 	cf.register(fs)
+	keepTo := fs.String("store", "", "also keep the finding (and its pcap) in this store file, for 'netdiag history'")
 	useLab := fs.Bool("lab", false, "resolve the fault lab's names: pod NS/NAME or node NAME, and --to pod/...|svc/...|host/...")
 	inst := instanceFlag(fs)
 	out := outputFlag(fs, "text", "text", "json", "markdown")
@@ -101,6 +103,11 @@ func runDiagnose(c *cli, args []string) int {
 	}
 	if err := checkDrops(pf.drops); err != nil {
 		return c.usageError("diagnose", "%v", err)
+	}
+	if *keepTo != "" {
+		if st, err := os.Stat(filepath.Dir(*keepTo)); err != nil || !st.IsDir() {
+			return c.usageError("diagnose", "--store %s: its folder does not exist", *keepTo)
+		}
 	}
 	var req *diagnose.Request
 	var runner diagnose.Runner = diagnose.LocalRunner{}
@@ -130,7 +137,7 @@ func runDiagnose(c *cli, args []string) int {
 		if err := r.Validate(); err != nil {
 			return c.usageError("diagnose", "%v", err)
 		}
-		return c.finding(ctx, &diagnose.Engine{Runner: run, Log: c.log}, r, *out)
+		return c.finding(ctx, &diagnose.Engine{Runner: run, Log: c.log}, r, *out, *keepTo, kind+" "+name)
 	}
 	if *useLab {
 		if len(pos) != 2 {
@@ -235,11 +242,15 @@ func runDiagnose(c *cli, args []string) int {
 	if !needRoot(c, "diagnose") {
 		return exitInternal
 	}
-	return c.finding(ctx, &diagnose.Engine{Runner: runner, Log: c.log}, req, *out)
+	target := "netns " + pf.netns
+	if *useLab {
+		target = pos[0] + " " + pos[1]
+	}
+	return c.finding(ctx, &diagnose.Engine{Runner: runner, Log: c.log}, req, *out, *keepTo, target)
 }
 
 // finding runs the diagnosis and prints it.
-func (c *cli) finding(ctx context.Context, eng *diagnose.Engine, req *diagnose.Request, out string) int {
+func (c *cli) finding(ctx context.Context, eng *diagnose.Engine, req *diagnose.Request, out, keepTo, target string) int {
 	f, err := eng.Diagnose(ctx, req)
 	if err != nil {
 		var pe *os.PathError
@@ -257,6 +268,9 @@ func (c *cli) finding(ctx context.Context, eng *diagnose.Engine, req *diagnose.R
 		f.WriteMarkdown(c.stdout)
 	default:
 		f.WriteText(c.stdout)
+	}
+	if keepTo != "" {
+		c.keep(ctx, keepTo, target, req.Source.Node, f)
 	}
 	return exitOK
 }
