@@ -43,6 +43,7 @@ func commands() []command {
 		{"bench", "measure capture, path-MTU and collector speed on a lab of its own", runBench},
 		{"collect", "run collectors in network namespaces and print the raw evidence", runCollect},
 		{"diagnose", "find out why a pod's network is broken (one verdict, evidence, next steps)", runDiagnose},
+		{"digest", "print a health digest now: findings by cause and their trend, what recurs, open alerts, a sweep of every node", runDigest},
 		{"demo", "run the main job end to end on the fault lab (no cluster, no Slack)", runDemo},
 		{"history", "list the findings kept in the store, newest first, by pod, Service, node or namespace", runHistory},
 		{"lab", "build, break and heal the fault lab (a two-node cluster network in namespaces)", runLab},
