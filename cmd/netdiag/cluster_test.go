@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,8 +16,11 @@ import (
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/agent"
+	"github.com/netdiag/netdiag/collectors/agent/remote"
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/diagnose/kubeview"
+	"github.com/netdiag/netdiag/diagnose/sweep"
 	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/internal/procfs"
 	"github.com/netdiag/netdiag/lab"
@@ -205,6 +209,16 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 		}
 		defer lab.Clear(ctx, l.Instance, nil)
 		after, _ := lab.GetStatus(l.Instance)
+		defer func() {
+			// kube-proxy is back once the fault is cleared.
+			for _, n := range after.Nodes {
+				if kp, err := admin.CoreV1().Pods("kube-system").Get(ctx, "kube-proxy-"+n.Name, metav1.GetOptions{}); err == nil {
+					kp.Status.Phase, kp.Status.Reason, kp.Status.Message = corev1.PodRunning, "", ""
+					kp.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+					admin.CoreV1().Pods("kube-system").UpdateStatus(ctx, kp, metav1.UpdateOptions{})
+				}
+			}
+		}()
 		for _, n := range after.Nodes {
 			if n.KubeProxy == "Running" {
 				continue
@@ -238,6 +252,43 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 			if strings.Contains(o.Observation, "kube-proxy") {
 				t.Logf("  evidence: %s", o.Observation)
 			}
+		}
+	})
+	t.Run("a sweep of every node through its agent", func(t *testing.T) {
+		// As the bot sweeps for a digest: the view finds the nodes and a
+		// pod on each, each node's agent runs its cells.
+		view := kubeview.New(admin, kubeview.Options{})
+		if err := view.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer view.Stop()
+		nodes, shared, err := view.SweepNodes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		caller, err := remote.NewCaller(kc.Admin, "", 9443, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer caller.Close()
+		run := &agent.Runner{Site: func(node string) (diagnose.Site, error) {
+			p, err := view.Agent(node)
+			if err != nil {
+				return nil, fmt.Errorf("%v (%w)", err, agent.ErrUnreachableNode(node))
+			}
+			return caller.Site(ctx, node, p.Namespace, p.Name, p.IPs[0])
+		}}
+		tab := sweep.Run(ctx, &diagnose.Engine{Runner: run}, nodes, sweep.Options{Cluster: shared, OutsideName: st.OutsideName})
+		for _, r := range tab.Rows {
+			for _, c := range r.Cells {
+				if c.Result != "ok" {
+					t.Errorf("%s %s: %s %s %s", r.Node, c.Check, c.Result, c.Verdict, c.Summary)
+				}
+			}
+			t.Logf("sweep %s: %d cells, %d failed", r.Node, len(r.Cells), r.Failed())
+		}
+		if len(tab.Rows) != len(st.Nodes) {
+			t.Errorf("%d rows, want one per node", len(tab.Rows))
 		}
 	})
 	t.Run("through the API server: port-forward by the node's kubelet", func(t *testing.T) {

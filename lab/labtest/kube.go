@@ -47,7 +47,11 @@ func Mirror(ctx context.Context, client kubernetes.Interface, st *lab.Status) er
 		}
 		kp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + n.Name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
 			Spec: corev1.PodSpec{NodeName: n.Name, HostNetwork: true, Containers: []corev1.Container{{Name: "kube-proxy", Image: "kube-proxy"}}}}
-		if err := createPod(ctx, client, kp, corev1.PodStatus{Phase: phase, Reason: reason, Message: msg, HostIP: n.InternalIP, PodIP: n.InternalIP}); err != nil {
+		kpStatus := corev1.PodStatus{Phase: phase, Reason: reason, Message: msg, HostIP: n.InternalIP, PodIP: n.InternalIP}
+		if phase == corev1.PodRunning {
+			kpStatus.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		}
+		if err := createPod(ctx, client, kp, kpStatus); err != nil {
 			return err
 		}
 	}
