@@ -237,3 +237,24 @@ func TestStaticToken(t *testing.T) {
 		t.Errorf("healthz without a token: %d, want 200", status)
 	}
 }
+
+// TestPanicIsAnError: a bug in one call is a 500 that says so; the agent
+// goes on answering.
+func TestPanicIsAnError(t *testing.T) {
+	srv, err := agent.New(agent.Config{Node: "node-a", Auth: agent.StaticToken{Token: "t"}, NodeNetns: "/proc/self/ns/net",
+		FindPod: func(context.Context, podns.PodRef) (*podns.Found, error) { panic("a bug in finding pods") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.StartTLS()
+	defer ts.Close()
+	s := &secured{url: ts.URL, client: ts.Client()}
+	status, body := s.post(t, agent.PathRun, "t", mustJSON(webPart()))
+	if status != 500 || !strings.Contains(body, "a bug in finding pods") {
+		t.Errorf("got %d %q, want 500 naming the panic", status, body)
+	}
+	if status, _ := s.post(t, agent.PathHealth, "", nil); status != 200 {
+		t.Errorf("healthz after the panic: %d", status)
+	}
+}

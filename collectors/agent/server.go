@@ -132,6 +132,16 @@ func fail(status int, format string, a ...any) error {
 func (s *Server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
+	// A bug in one call must not take the agent down or leave the caller
+	// with a cut connection: it is a 500 that says so, and a log line.
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("agent call panicked", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !w.wrote {
+				http.Error(w, fmt.Sprintf("agent: internal error (a bug): %v", p), http.StatusInternalServerError)
+			}
+		}
+	}()
 	if r.URL.Path == PathHealth {
 		w.Write([]byte("ok\n"))
 		return
@@ -451,16 +461,16 @@ func (s *Server) idleSoon() {
 // locate finds the part's namespaces on this node: the node's own, and
 // each pod's through the container runtime, its cgroup or its IP. The
 // source pod's resolv.conf is its own.
-func (s *Server) locate(ctx context.Context, p *diagnose.Part) (_ *diagnose.Part, done func(), err error) {
+func (s *Server) locate(ctx context.Context, p *diagnose.Part) (_ *diagnose.Part, _ func(), err error) {
 	var temp []string
-	done = func() {
+	cleanup := func() {
 		for _, f := range temp {
 			os.Remove(f)
 		}
 	}
 	defer func() {
 		if err != nil {
-			done()
+			cleanup()
 		}
 	}()
 	out := *p
@@ -525,7 +535,7 @@ func (s *Server) locate(ctx context.Context, p *diagnose.Part) (_ *diagnose.Part
 		}
 		s.log.Debug("found pod", "pod", pl.Pod.Key(), "netns", found.Path, "via", found.Via)
 	}
-	return &out, done, nil
+	return &out, cleanup, nil
 }
 
 // stream writes evidence, each capture followed by its pcap, which is then
