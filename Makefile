@@ -55,6 +55,8 @@ bench: deps build
 	./$(BIN) bench drops
 	./$(BIN) bench tracer
 	./$(BIN) bench agent
+	./$(BIN) bench store
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./bot/digest/
 	./$(BIN) lab bench --instance labbench
 
 clean:

@@ -29,9 +29,17 @@ const (
 	SourceDigest = "digest"
 )
 
-// FindingRecord is a stored finding: the diagnosis and who asked for it,
-// where, and about what.
+// FindingRecord is a stored finding: its summary (what a list shows: when,
+// about what, the verdict, who asked and where the answer went) and the
+// diagnosis itself.
 type FindingRecord struct {
+	FindingSummary
+	Finding *diagnose.Finding `json:"finding,omitempty"`
+}
+
+// FindingSummary is a finding as a list shows it, read without the finding's
+// evidence.
+type FindingSummary struct {
 	// ID is made by PutFinding (from At) when empty.
 	ID string `json:"id"`
 	// At is when the finding was made: Finding.At, else the store's clock.
@@ -60,43 +68,12 @@ type FindingRecord struct {
 	// was not stored. The store sets both.
 	PcapBytes int64  `json:"pcap_bytes,omitempty"`
 	PcapNote  string `json:"pcap_note,omitempty"`
-
-	Finding *diagnose.Finding `json:"finding,omitempty"`
 }
 
-// FindingSummary is a finding as a list shows it, read without the finding's
-// evidence.
-type FindingSummary struct {
-	ID         string    `json:"id"`
-	At         time.Time `json:"at"`
-	Target     string    `json:"target"`
-	Namespace  string    `json:"namespace,omitempty"`
-	Node       string    `json:"node,omitempty"`
-	Class      string    `json:"class"`
-	Cause      string    `json:"cause"`
-	Confidence float64   `json:"confidence"`
-	Summary    string    `json:"summary"`
-	Question   string    `json:"question,omitempty"`
-	Source     string    `json:"source,omitempty"`
-	Requester  string    `json:"requester,omitempty"`
-	Channel    string    `json:"channel,omitempty"`
-	Thread     string    `json:"thread,omitempty"`
-	PcapBytes  int64     `json:"pcap_bytes,omitempty"`
-	PcapNote   string    `json:"pcap_note,omitempty"`
-}
-
-func (r *FindingRecord) summary() FindingSummary {
-	return FindingSummary{ID: r.ID, At: r.At, Target: r.Target, Namespace: r.Namespace, Node: r.Node,
-		Class: r.Class, Cause: r.Cause, Confidence: r.Confidence, Summary: r.Summary, Question: r.Question,
-		Source: r.Source, Requester: r.Requester, Channel: r.Channel, Thread: r.Thread,
-		PcapBytes: r.PcapBytes, PcapNote: r.PcapNote}
-}
+func (r *FindingRecord) summary() FindingSummary { return r.FindingSummary }
 
 func (s *FindingSummary) record(f *diagnose.Finding) *FindingRecord {
-	return &FindingRecord{ID: s.ID, At: s.At, Target: s.Target, Namespace: s.Namespace, Node: s.Node,
-		Class: s.Class, Cause: s.Cause, Confidence: s.Confidence, Summary: s.Summary, Question: s.Question,
-		Source: s.Source, Requester: s.Requester, Channel: s.Channel, Thread: s.Thread,
-		PcapBytes: s.PcapBytes, PcapNote: s.PcapNote, Finding: f}
+	return &FindingRecord{FindingSummary: *s, Finding: f}
 }
 
 // maxKeyText bounds the strings that become index keys.

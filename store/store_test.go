@@ -80,8 +80,8 @@ func openAt(t testing.TB, path string, opts Options) *Store {
 // record is the i-th test finding, about the i-th target, made at at.
 func record(i int, at time.Time) *FindingRecord {
 	target, ns, node := storetest.Target(i)
-	return &FindingRecord{Target: target, Namespace: ns, Node: node, Source: SourceSlack,
-		Requester: "U024BE7LH", Channel: "C0NETOPS", Thread: "1712345678.000100", Finding: storetest.Finding(i, at)}
+	return &FindingRecord{FindingSummary: FindingSummary{Target: target, Namespace: ns, Node: node, Source: SourceSlack,
+		Requester: "U024BE7LH", Channel: "C0NETOPS", Thread: "1712345678.000100"}, Finding: storetest.Finding(i, at)}
 }
 
 func jsonOf(t testing.TB, v any) string {
@@ -297,7 +297,10 @@ func TestRefusals(t *testing.T) {
 		{"unknown kind", func() error { _, err := s.PutFinding(ctx, withTarget("deploy shop/web")); return err }, "unknown kind \"deploy\""},
 		{"pod without namespace", func() error { _, err := s.PutFinding(ctx, withTarget("pod web")); return err }, "a pod is NS/NAME"},
 		{"NUL in target", func() error { _, err := s.PutFinding(ctx, withTarget("netns a\x00b")); return err }, "accepted"},
-		{"no finding", func() error { _, err := s.PutFinding(ctx, &FindingRecord{Target: "pod a/b"}); return err }, "needs its Finding"},
+		{"no finding", func() error {
+			_, err := s.PutFinding(ctx, &FindingRecord{FindingSummary: FindingSummary{Target: "pod a/b"}})
+			return err
+		}, "needs its Finding"},
 		{"bad source", func() error { r := record(1, t0); r.Source = "email"; _, err := s.PutFinding(ctx, r); return err }, "accepted: slack, alert, cli, digest"},
 		{"bad ID", func() error { r := record(1, t0); r.ID = "not-an-id"; _, err := s.PutFinding(ctx, r); return err }, "accepted: the 26 characters"},
 		{"bad ID character", func() error { _, err := s.Finding(ctx, "01HZZZZZZZZZZZZZZZZZZZZZZU", false); return err }, "is not one of its characters"},

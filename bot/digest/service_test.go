@@ -43,7 +43,7 @@ func TestServiceAcrossRestarts(t *testing.T) {
 	for i := range 96 {
 		tg, _, node := storetest.Target(i % 5)
 		f := storetest.Finding(i, mon.Add(-24*time.Hour).Add(time.Duration(i)*time.Hour))
-		if _, err := st.PutFinding(ctx, &store.FindingRecord{Target: tg, Node: node, Finding: f}); err != nil {
+		if _, err := st.PutFinding(ctx, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node}, Finding: f}); err != nil {
 			t.Fatal(err)
 		}
 	}

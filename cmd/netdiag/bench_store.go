@@ -36,8 +36,8 @@ func benchStore(c *cli) error {
 	recs := make([]*store.FindingRecord, 0, batch)
 	for i := range findings {
 		target, ns, node := storetest.Target(i % targets)
-		recs = append(recs, &store.FindingRecord{Target: target, Namespace: ns, Node: node, Source: store.SourceSlack,
-			Requester: "U024BE7LH", Channel: "C0NETOPS", Thread: "1712345678.000100",
+		recs = append(recs, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: target, Namespace: ns, Node: node, Source: store.SourceSlack,
+			Requester: "U024BE7LH", Channel: "C0NETOPS", Thread: "1712345678.000100"},
 			Finding: storetest.Finding(i, first.Add(time.Duration(i)*time.Minute))})
 		if len(recs) == batch {
 			if err := s.PutFindings(ctx, recs); err != nil {

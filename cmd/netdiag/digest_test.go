@@ -30,7 +30,7 @@ func TestDigest(t *testing.T) {
 	now := time.Now()
 	for i := range 60 {
 		tg, _, node := storetest.Target(i % 7)
-		if _, err := st.PutFinding(ctx, &store.FindingRecord{Target: tg, Node: node, Source: "slack", Finding: storetest.Finding(i, now.Add(-time.Duration(i)*time.Hour))}); err != nil {
+		if _, err := st.PutFinding(ctx, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node, Source: "slack"}, Finding: storetest.Finding(i, now.Add(-time.Duration(i)*time.Hour))}); err != nil {
 			t.Fatal(err)
 		}
 	}

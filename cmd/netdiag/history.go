@@ -142,7 +142,7 @@ func (c *cli) keep(ctx context.Context, path, target, node string, f *diagnose.F
 		return
 	}
 	defer st.Close()
-	rec := &store.FindingRecord{Target: target, Node: node, Source: "cli", Requester: os.Getenv("USER"), Finding: f}
+	rec := &store.FindingRecord{FindingSummary: store.FindingSummary{Target: target, Node: node, Source: "cli", Requester: os.Getenv("USER")}, Finding: f}
 	id, err := st.PutFinding(ctx, rec)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "netdiag diagnose: the finding was not stored: %v\n", err)

@@ -31,7 +31,7 @@ func TestHistory(t *testing.T) {
 	for i := range 40 {
 		tg, _, node := storetest.Target(i % 20)
 		at := now.Add(-time.Duration(40-i) * time.Hour)
-		if _, err := st.PutFinding(ctx, &store.FindingRecord{Target: tg, Node: node, Source: "cli", Finding: storetest.Finding(i, at)}); err != nil {
+		if _, err := st.PutFinding(ctx, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node, Source: "cli"}, Finding: storetest.Finding(i, at)}); err != nil {
 			t.Fatal(err)
 		}
 	}
