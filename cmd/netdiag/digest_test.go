@@ -12,7 +12,6 @@ import (
 
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
-	"github.com/netdiag/netdiag/store"
 	"github.com/netdiag/netdiag/store/storetest"
 )
 
@@ -23,18 +22,8 @@ func TestDigest(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "netdiag.db")
 	ctx := context.Background()
-	st, err := store.Open(ctx, path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
-	for i := range 60 {
-		tg, _, node := storetest.Target(i % 7)
-		if _, err := st.PutFinding(ctx, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node, Source: "slack"}, Finding: storetest.Finding(i, now.Add(-time.Duration(i)*time.Hour))}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st.Close()
+	fillStore(t, path, 60, 7, "slack", func(i int) time.Time { return now.Add(-time.Duration(i) * time.Hour) })
 	chart := filepath.Join(dir, "chart.png")
 	var out, errb bytes.Buffer
 	if code := run([]string{"digest", "--store", path, "--since", "48h", "--chart", chart, "-o", "text"}, &out, &errb); code != 0 {

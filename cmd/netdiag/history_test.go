@@ -21,21 +21,9 @@ import (
 func TestHistory(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "netdiag.db")
-	ctx := context.Background()
-	st, err := store.Open(ctx, path, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
+	// Finding i is about target i%20, made 40-i hours ago.
+	fillStore(t, path, 40, 20, "cli", func(i int) time.Time { return time.Now().Add(-time.Duration(40-i) * time.Hour) })
 	target, namespace, _ := storetest.Target(7)
-	for i := range 40 {
-		tg, _, node := storetest.Target(i % 20)
-		at := now.Add(-time.Duration(40-i) * time.Hour)
-		if _, err := st.PutFinding(ctx, &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node, Source: "cli"}, Finding: storetest.Finding(i, at)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st.Close()
 
 	history := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
@@ -113,5 +101,24 @@ func TestDiagnoseKeepsFinding(t *testing.T) {
 	out.Reset()
 	if code := run([]string{"diagnose", "--netns", b.Path("a"), "--to", "127.0.0.1:9", "--store", "/nonexistent/dir/x.db"}, &out, &errb); code != exitUsage {
 		t.Errorf("--store into a missing folder: exit %d", code)
+	}
+}
+
+// fillStore writes n test findings into a new store: finding i about the
+// target i%targets, made at(i).
+func fillStore(t *testing.T, path string, n, targets int, source string, at func(i int) time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := range n {
+		tg, _, node := storetest.Target(i % targets)
+		rec := &store.FindingRecord{FindingSummary: store.FindingSummary{Target: tg, Node: node, Source: source}, Finding: storetest.Finding(i, at(i))}
+		if _, err := st.PutFinding(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
