@@ -142,15 +142,23 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 		t.Helper()
 		return runIn(t, ctx, router.NetnsPath, self, append(args, "--kubeconfig", kubeconfig, "--agents", "direct"))
 	}
+	labWeb, _ := st.Pod("default/web")
 	for _, tc := range []struct {
 		name string
 		args []string
 		want diagnose.Verdict
+		// from is where the source's evidence must come from: the CRI
+		// sandbox's namespace (which only containerd knows), or a prefix.
+		from string
 	}{
-		{"a user allowed by RBAC, to a Service", []string{"diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "sre", "-o", "json"}, diagnose.Healthy},
-		{"the admin's client certificate, to the pod", []string{"diagnose", "pod", "default/client", "--to", "pod/default/web:8080", "--context", "admin", "-o", "json"}, diagnose.Healthy},
-		{"a name", []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local", "--context", "sre", "-o", "json"}, diagnose.Healthy},
-		{"a host outside the cluster by name, resolved in the pod", []string{"diagnose", "pod", "default/client", "--to", st.OutsideName + ":80", "--context", "sre", "-o", "json"}, diagnose.Healthy},
+		{"a user allowed by RBAC, to a Service", []string{"diagnose", "pod", "default/client", "--to", "svc/default/web:80", "--context", "sre", "-o", "json"}, diagnose.Healthy, ""},
+		{"the admin's client certificate, to the pod", []string{"diagnose", "pod", "default/client", "--to", "pod/default/web:8080", "--context", "admin", "-o", "json"}, diagnose.Healthy, ""},
+		{"a name", []string{"diagnose", "pod", "default/client", "--dns", "web.default.svc.cluster.local", "--context", "sre", "-o", "json"}, diagnose.Healthy, ""},
+		{"a host outside the cluster by name, resolved in the pod", []string{"diagnose", "pod", "default/client", "--to", st.OutsideName + ":80", "--context", "sre", "-o", "json"}, diagnose.Healthy, ""},
+		// A Service is asked from one of its backends (the lab's web pod,
+		// found on node-a by its IP); a node from its own namespace.
+		{"a Service as the source", []string{"diagnose", "svc", "default/web", "--dns", "example.com", "--context", "admin", "-o", "json"}, diagnose.Healthy, labWeb.NetnsPath},
+		{"a node to another node's agent port", []string{"diagnose", "node", labWeb.Node, "--to", "node/" + node.Name + ":9443", "--context", "admin", "-o", "json"}, diagnose.Healthy, "/proc/"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := cli(t, tc.args...)
@@ -164,16 +172,18 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 			if f.Verdict() != tc.want {
 				t.Errorf("verdict %s (%s), want %s", f.Verdict(), f.Summary, tc.want)
 			}
-			// The source's evidence comes from the sandbox's namespace,
-			// which only containerd knows: the agent asked it.
+			from := tc.from
+			if from == "" {
+				from = rt.Dir
+			}
 			found := false
 			for _, ev := range f.Raw {
-				if ev.Scope == "source" && strings.HasPrefix(ev.Netns, rt.Dir) {
+				if ev.Scope == "source" && strings.HasPrefix(ev.Netns, from) {
 					found = true
 				}
 			}
 			if !found {
-				t.Errorf("no evidence from the pod's sandbox namespace under %s", rt.Dir)
+				t.Errorf("no evidence of the source from a namespace under %s", from)
 			}
 			t.Logf("%s: %s (%.2f) in %d ms", strings.Join(tc.args[:5], " "), f.Verdict(), f.Confidence, f.Timings.TotalMS)
 		})
