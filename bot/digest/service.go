@@ -67,8 +67,12 @@ func (s *Service) Run(ctx context.Context) error {
 					return err
 				}
 				// Kept only once delivered: a digest that failed is
-				// covered by the next one.
-				return s.Store.PutDigest(ctx, store.DigestState{Name: spec.Key(), LastRun: clock.Now(), LastSlot: slot})
+				// covered by the next one. Once delivered it is kept even
+				// if the bot is stopping, or the next start would post it
+				// again.
+				kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				return s.Store.PutDigest(kctx, store.DigestState{Name: spec.Key(), LastRun: clock.Now(), LastSlot: slot})
 			})
 		})
 	}
