@@ -158,7 +158,25 @@ func ruleDNSPath(f *facts) outcome {
 // port 53 (refused), REFUSED, or SERVFAIL for a name of its own zone.
 func (f *facts) dnsDownAnswer(l collectors.DNSLookup) bool {
 	q, ok := l.Last()
-	return ok && !l.Resolved && (q.Refused() || (q.Rcode == "SERVFAIL" && f.isClusterName(l.Name)))
+	if !ok || l.Resolved {
+		return false
+	}
+	if q.Rcode == "SERVFAIL" && f.isClusterName(l.Name) {
+		return true
+	}
+	// Nothing listens: a refusal (ICMP port unreachable) for any query and
+	// no answer of any kind for the others. The kernel rate-limits those
+	// ICMP errors (a burst of six, then one a second per peer), so the
+	// later queries of a lookup time out instead: the refusal counts
+	// wherever it came.
+	refused := false
+	for _, q := range l.Queries {
+		if q.Rcode != "" && q.Rcode != "REFUSED" {
+			return false // it answered
+		}
+		refused = refused || q.Refused()
+	}
+	return refused
 }
 
 func ruleDNSDown(f *facts) outcome {
