@@ -302,7 +302,11 @@ func digType(rrType, name, want string) func(context.Context, *checkEnv) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, ip, "netns", "exec", c.src, digBin, "+search", "+time=1", "+tries=1", "+short", "-t", rrType, name)
+		// Three tries of a second each: one UDP query lost to a busy
+		// machine (or to a source port the port-exhaustion fault made
+		// scarce) is not the fault a check is looking for, and a fault
+		// that breaks DNS breaks every try.
+		cmd := exec.CommandContext(ctx, ip, "netns", "exec", c.src, digBin, "+search", "+time=1", "+tries=3", "+short", "-t", rrType, name)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("dig %s: %v: %s", name, err, lastLine(string(out)))
