@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -28,6 +29,22 @@ type Config struct {
 	Agents       Agents        `json:"agents"`
 	Digests      []digest.Spec `json:"digests"`
 	Access       []AccessRule  `json:"access"`
+	// Diagnose is where diagnoses run: a cluster (default) or the lab.
+	Diagnose Diagnose `json:"diagnose"`
+}
+
+// Diagnose says where and how many diagnoses run.
+type Diagnose struct {
+	// Lab, when set, answers on the fault lab of that instance ("default"
+	// for the default one) instead of a cluster: the demo and the tests.
+	Lab string `json:"lab"`
+	// Workers is how many diagnoses run at once (default 2).
+	Workers int `json:"workers"`
+	// Timeout bounds one diagnosis (default 2m).
+	Timeout Duration `json:"timeout"`
+	// Capture is how long a diagnosis captures packets for the pcap in
+	// the thread when the command does not say (default 3s; "0s" for none).
+	Capture *Duration `json:"capture"`
 }
 
 // Store is the bbolt file and what it keeps.
@@ -47,6 +64,9 @@ type Slack struct {
 	SigningSecret  Secret `json:"signing_secret"`
 	AppToken       Secret `json:"app_token"`
 	DefaultChannel string `json:"default_channel"`
+	// APIURL is Slack's Web API (default https://slack.com/api/): another
+	// for a proxy, or a test server.
+	APIURL string `json:"api_url"`
 }
 
 // Alertmanager is the webhook's authentication and pace.
@@ -58,6 +78,20 @@ type Alertmanager struct {
 	// Cooldown is the least time between two diagnoses of one target.
 	Cooldown Duration `json:"cooldown"`
 	// Channel is where alerts' threads go unless a rule says otherwise.
+	Channel string `json:"channel"`
+	// Mappings turn alerts into targets, tried in order before the
+	// defaults (namespace+pod, namespace+service, node, instance).
+	Mappings []AlertMapping `json:"mappings"`
+}
+
+// AlertMapping maps alerts whose labels equal Match to a target. Target,
+// To and DNS may name labels as {label}: "pod {exported_namespace}/{exported_pod}".
+type AlertMapping struct {
+	Match map[string]string `json:"match"`
+	// Target is "pod NS/NAME", "svc NS/NAME" or "node NAME".
+	Target  string `json:"target"`
+	To      string `json:"to"`
+	DNS     string `json:"dns"`
 	Channel string `json:"channel"`
 }
 
@@ -165,6 +199,7 @@ const (
 	DefaultListen    = ":8080"
 	DefaultStorePath = "/var/lib/netdiag/netdiag.db"
 	DefaultCooldown  = 10 * time.Minute
+	DefaultSlackAPI  = "https://slack.com/api/"
 )
 
 // Load reads the YAML file, applies the environment's overrides and checks
@@ -252,6 +287,19 @@ func (c *Config) defaults() {
 	if c.Agents.Port == 0 {
 		c.Agents.Port = 9443
 	}
+	if c.Slack.APIURL == "" {
+		c.Slack.APIURL = DefaultSlackAPI
+	}
+	if c.Diagnose.Workers == 0 {
+		c.Diagnose.Workers = 2
+	}
+	if c.Diagnose.Capture == nil {
+		d := Duration(3 * time.Second)
+		c.Diagnose.Capture = &d
+	}
+	if c.Diagnose.Timeout == 0 {
+		c.Diagnose.Timeout = Duration(2 * time.Minute)
+	}
 }
 
 // validate checks every field and reads the secrets; every error names
@@ -291,6 +339,26 @@ func (c *Config) validate(getenv func(string) string) error {
 		bad("alertmanager: username and password go together")
 	case !a.Bearer.Set() && a.Username == "":
 		bad("alertmanager: the webhook needs bearer (a token) or username and password: it never takes anything from anyone")
+	}
+	if u, err := url.Parse(c.Slack.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || !strings.HasSuffix(u.Path, "/") {
+		bad("slack.api_url %q: give an http(s) URL ending in /, e.g. %s", c.Slack.APIURL, DefaultSlackAPI)
+	}
+	for i, m := range a.Mappings {
+		kind, rest, _ := strings.Cut(m.Target, " ")
+		if (kind != "pod" && kind != "svc" && kind != "node") || rest == "" {
+			bad("alertmanager.mappings[%d].target %q: accepted: \"pod NS/NAME\", \"svc NS/NAME\" or \"node NAME\", with {label} for a label's value", i, m.Target)
+		}
+		for _, f := range []struct{ name, v string }{{"target", m.Target}, {"to", m.To}, {"dns", m.DNS}} {
+			if strings.Count(f.v, "{") != strings.Count(f.v, "}") {
+				bad("alertmanager.mappings[%d].%s %q: a { without its } (write {label})", i, f.name, f.v)
+			}
+		}
+	}
+	if cp := time.Duration(*c.Diagnose.Capture); cp < 0 || cp > 2*time.Minute {
+		bad("diagnose.capture %s: give 0s (no capture) to 2m", cp)
+	}
+	if c.Diagnose.Workers < 1 || c.Diagnose.Workers > 16 {
+		bad("diagnose.workers %d: give 1 to 16", c.Diagnose.Workers)
 	}
 	if c.Agents.Port < 1 || c.Agents.Port > 65535 {
 		bad("agents.port %d: give 1 to 65535", c.Agents.Port)
@@ -336,3 +404,7 @@ func (c *Config) validate(getenv func(string) string) error {
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return fmt.Errorf("config: %w", errors.Join(errs...))
 }
+
+// NewSecret is a secret given in code (a test, a program that embeds the
+// bot), not read from a file or the environment.
+func NewSecret(value string) Secret { return Secret{value: value} }

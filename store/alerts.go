@@ -33,7 +33,19 @@ type AlertSeen struct {
 	EndsAt      time.Time `json:"ends_at,omitzero"`
 	GroupKey    string    `json:"group_key,omitempty"`
 	Thread      ThreadRef `json:"thread,omitzero"`
-	// FindingID is the diagnosis the alert started.
+	// Name is the alertname; Summary its summary annotation.
+	Name    string `json:"name,omitempty"`
+	Summary string `json:"summary,omitempty"`
+	// Target is what the bot diagnoses for it ("pod NS/NAME"); Reason says
+	// why there is no diagnosis when there is none (no target in its
+	// labels, a cooldown).
+	Target string `json:"target,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Command is the diagnosis in the bot's command form ("pod NS/NAME to
+	// svc/NS/NAME:PORT"), kept so a restart can run it again.
+	Command string `json:"command,omitempty"`
+	// FindingID is the diagnosis the alert started: reserved before the
+	// diagnosis runs, so that a restart finishes it under the same ID.
 	FindingID    string    `json:"finding_id,omitempty"`
 	LastNotified time.Time `json:"last_notified,omitzero"`
 	Count        int       `json:"count"`
@@ -51,34 +63,55 @@ func validKey(what, v string) error {
 
 // PutAlert stores an alert by its fingerprint, replacing what was known.
 func (s *Store) PutAlert(ctx context.Context, a AlertSeen) error {
-	if err := validKey("alert fingerprint", a.Fingerprint); err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	if a.Status != AlertFiring && a.Status != AlertResolved {
-		return fmt.Errorf("store: alert %s: status %q: accepted: firing, resolved", a.Fingerprint, a.Status)
-	}
-	if a.FindingID != "" {
-		id, err := ParseID(a.FindingID)
-		if err != nil {
-			return fmt.Errorf("store: alert %s: finding %w", a.Fingerprint, err)
+	return s.PutAlerts(ctx, []AlertSeen{a})
+}
+
+// PutAlerts stores several alerts in one transaction: all or none. The
+// webhook answers Alertmanager only once they are on disk.
+func (s *Store) PutAlerts(ctx context.Context, alerts []AlertSeen) error {
+	encoded := make([][]byte, len(alerts))
+	now := s.opts.Clock().UTC()
+	for i := range alerts {
+		a := &alerts[i]
+		if err := validKey("alert fingerprint", a.Fingerprint); err != nil {
+			return fmt.Errorf("store: %w", err)
 		}
-		a.FindingID = id
-	}
-	a.UpdatedAt = s.opts.Clock().UTC()
-	b, err := json.Marshal(&a)
-	if err != nil {
-		return err
-	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		k := []byte(a.Fingerprint)
-		if err := tx.Bucket(bAlerts).Put(k, b); err != nil {
+		if a.Status != AlertFiring && a.Status != AlertResolved {
+			return fmt.Errorf("store: alert %s: status %q: accepted: firing, resolved", a.Fingerprint, a.Status)
+		}
+		if a.FindingID != "" {
+			id, err := ParseID(a.FindingID)
+			if err != nil {
+				return fmt.Errorf("store: alert %s: finding %w", a.Fingerprint, err)
+			}
+			a.FindingID = id
+		}
+		a.UpdatedAt = now
+		b, err := json.Marshal(a)
+		if err != nil {
 			return err
 		}
-		if a.Status == AlertFiring {
-			return tx.Bucket(bAlertsOpen).Put(k, []byte{})
+		encoded[i] = b
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		for i, a := range alerts {
+			if err := putAlertTx(tx, &a, encoded[i]); err != nil {
+				return err
+			}
 		}
-		return tx.Bucket(bAlertsOpen).Delete(k)
+		return nil
 	})
+}
+
+func putAlertTx(tx *bbolt.Tx, a *AlertSeen, b []byte) error {
+	k := []byte(a.Fingerprint)
+	if err := tx.Bucket(bAlerts).Put(k, b); err != nil {
+		return err
+	}
+	if a.Status == AlertFiring {
+		return tx.Bucket(bAlertsOpen).Put(k, []byte{})
+	}
+	return tx.Bucket(bAlertsOpen).Delete(k)
 }
 
 // Alert returns the alert of a fingerprint, or ErrNotFound.

@@ -603,62 +603,54 @@ func (s *Store) putPcap(ctx context.Context, findingID string, r io.Reader, size
 	if err != nil {
 		return fmt.Errorf("store: pcap: %w", err)
 	}
-	limit := s.opts.MaxPcapBytes
-	var data []byte
-	tooLarge := size > limit
-	if !tooLarge {
-		if data, err = io.ReadAll(io.LimitReader(r, limit+1)); err != nil {
-			return fmt.Errorf("store: pcap of finding %s: read: %w", id, err)
-		}
-		if int64(len(data)) > limit {
-			tooLarge, size = true, -1 // only known to be over
-		}
-	}
-	if !tooLarge && !slices.ContainsFunc(pcapMagics, func(m []byte) bool { return bytes.HasPrefix(data, m) }) {
-		return fmt.Errorf("store: pcap of finding %s: not a capture file: accepted: pcap or pcapng as tcpdump writes them", id)
+	p, err := s.readPcap(id, r, size)
+	if err != nil {
+		return err
 	}
 	var note string
 	err = s.update(ctx, func(tx *bbolt.Tx) error {
-		sums := tx.Bucket(bSummaries)
-		sb := sums.Get([]byte(id))
-		if sb == nil {
-			return fmt.Errorf("store: pcap of finding %s: %w (store the finding first)", id, ErrNotFound)
-		}
-		var sum FindingSummary
-		if err := json.Unmarshal(sb, &sum); err != nil {
-			return err
-		}
-		pcaps := tx.Bucket(bPcaps)
-		if tooLarge {
-			where := "its file"
-			var f diagnose.Finding
-			if unpack(tx.Bucket(bFindings).Get([]byte(id)), &f) == nil && f.Pcap != nil {
-				where = *f.Pcap
-			}
-			note = fmt.Sprintf("pcap not stored: %s over the store's limit of %d bytes (Options.MaxPcapBytes); it was at %s", sizeText(size), limit, where)
-			sum.PcapBytes, sum.PcapNote = 0, note
-			if err := pcaps.Delete([]byte(id)); err != nil {
-				return err
-			}
-		} else {
-			sum.PcapBytes, sum.PcapNote = int64(len(data)), ""
-			if err := pcaps.Put([]byte(id), data); err != nil {
-				return err
-			}
-		}
-		nb, err := json.Marshal(&sum)
-		if err != nil {
-			return err
-		}
-		return sums.Put([]byte(id), nb)
+		var err error
+		note, err = p.put(tx, id)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if tooLarge {
+	if p.tooLarge {
 		return fmt.Errorf("store: finding %s: %s: %w", id, note, ErrPcapTooLarge)
 	}
 	return nil
+}
+
+// pcapData is a capture read for storing: its bytes, or, over the limit,
+// only that it is too large (and its size when known).
+type pcapData struct {
+	data     []byte
+	tooLarge bool
+	size     int64
+	limit    int64
+}
+
+func (s *Store) readPcap(id string, r io.Reader, size int64) (*pcapData, error) {
+	p := &pcapData{size: size, limit: s.opts.MaxPcapBytes}
+	p.tooLarge = size > p.limit
+	if !p.tooLarge {
+		var err error
+		if p.data, err = io.ReadAll(io.LimitReader(r, p.limit+1)); err != nil {
+			return nil, fmt.Errorf("store: pcap of finding %s: read: %w", id, err)
+		}
+		if int64(len(p.data)) > p.limit {
+			p.tooLarge, p.size, p.data = true, -1, nil // only known to be over
+		}
+	}
+	if !p.tooLarge && !slices.ContainsFunc(pcapMagics, func(m []byte) bool { return bytes.HasPrefix(p.data, m) }) {
+		return nil, fmt.Errorf("store: pcap of finding %s: not a capture file: accepted: pcap or pcapng as tcpdump writes them", id)
+	}
+	return p, nil
+}
+
+func (p *pcapData) put(tx *bbolt.Tx, id string) (string, error) {
+	return putPcapTx(tx, id, p.data, p.tooLarge, p.size, p.limit)
 }
 
 func sizeText(n int64) string {
@@ -695,4 +687,41 @@ func (s *Store) Pcap(ctx context.Context, findingID string) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// putPcapTx stores data as the pcap of finding id, or, when tooLarge, a note
+// on its summary saying why it was not kept.
+func putPcapTx(tx *bbolt.Tx, id string, data []byte, tooLarge bool, size, limit int64) (note string, err error) {
+	sums := tx.Bucket(bSummaries)
+	sb := sums.Get([]byte(id))
+	if sb == nil {
+		return "", fmt.Errorf("store: pcap of finding %s: %w (store the finding first)", id, ErrNotFound)
+	}
+	var sum FindingSummary
+	if err := json.Unmarshal(sb, &sum); err != nil {
+		return "", err
+	}
+	pcaps := tx.Bucket(bPcaps)
+	if tooLarge {
+		where := "its file"
+		var f diagnose.Finding
+		if unpack(tx.Bucket(bFindings).Get([]byte(id)), &f) == nil && f.Pcap != nil {
+			where = *f.Pcap
+		}
+		note = fmt.Sprintf("pcap not stored: %s over the store's limit of %d bytes (Options.MaxPcapBytes); it was at %s", sizeText(size), limit, where)
+		sum.PcapBytes, sum.PcapNote = 0, note
+		if err := pcaps.Delete([]byte(id)); err != nil {
+			return "", err
+		}
+	} else {
+		sum.PcapBytes, sum.PcapNote = int64(len(data)), ""
+		if err := pcaps.Put([]byte(id), data); err != nil {
+			return "", err
+		}
+	}
+	nb, err := json.Marshal(&sum)
+	if err != nil {
+		return "", err
+	}
+	return note, sums.Put([]byte(id), nb)
 }

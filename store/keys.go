@@ -2,6 +2,7 @@ package store
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -23,6 +24,21 @@ func NewID(t time.Time) string {
 	ms := max(t.UnixMilli(), 0)
 	binary.BigEndian.PutUint64(b[:8], uint64(ms)<<16)
 	rand.Read(b[6:]) // never fails (crypto/rand)
+	return encodeID(b)
+}
+
+// KeyID returns the same ID for the same key at the same t: an outbox
+// message that must exist once per thing (the message that opens an alert
+// group's thread) is enqueued under it, so enqueueing it again replaces it.
+func KeyID(t time.Time, key string) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(max(t.UnixMilli(), 0))<<16)
+	h := sha256.Sum256([]byte(key))
+	copy(b[6:], h[:10])
+	return encodeID(b)
+}
+
+func encodeID(b [16]byte) string {
 	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 	var out [idLen]byte
 	for i := idLen - 1; i >= 0; i-- {

@@ -33,8 +33,17 @@ type Message struct {
 // Enqueue adds a message to the outbox and returns its ID. NextAttempt is
 // now when zero.
 func (s *Store) Enqueue(ctx context.Context, m Message) (string, error) {
+	if err := s.prepareMessage(&m); err != nil {
+		return "", err
+	}
+	err := s.update(ctx, func(tx *bbolt.Tx) error { return replaceMessage(tx, &m) })
+	return m.ID, err
+}
+
+// prepareMessage checks a message and fills what Enqueue fills.
+func (s *Store) prepareMessage(m *Message) error {
 	if m.Channel == "" || m.Kind == "" {
-		return "", errors.New("store: outbox message: give its Channel and Kind")
+		return errors.New("store: outbox message: give its Channel and Kind")
 	}
 	now := s.opts.Clock().UTC()
 	if m.Created.IsZero() {
@@ -45,20 +54,21 @@ func (s *Store) Enqueue(ctx context.Context, m Message) (string, error) {
 	}
 	if m.ID == "" {
 		m.ID = NewID(m.Created)
-	} else {
-		id, err := ParseID(m.ID)
-		if err != nil {
-			return "", fmt.Errorf("store: outbox message: %w", err)
-		}
-		m.ID = id
+		return nil
 	}
-	err := s.update(ctx, func(tx *bbolt.Tx) error {
-		if err := dropDue(tx, m.ID); err != nil {
-			return err
-		}
-		return putMessage(tx, &m)
-	})
-	return m.ID, err
+	id, err := ParseID(m.ID)
+	if err != nil {
+		return fmt.Errorf("store: outbox message: %w", err)
+	}
+	m.ID = id
+	return nil
+}
+
+func replaceMessage(tx *bbolt.Tx, m *Message) error {
+	if err := dropDue(tx, m.ID); err != nil {
+		return err
+	}
+	return putMessage(tx, m)
 }
 
 func putMessage(tx *bbolt.Tx, m *Message) error {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/netdiag/netdiag/bot/kubediag"
 	"github.com/netdiag/netdiag/collectors/agent"
 	"github.com/netdiag/netdiag/collectors/agent/remote"
 	"github.com/netdiag/netdiag/diagnose"
@@ -86,17 +86,7 @@ func clusterRun(ctx context.Context, c *cli, f *clusterFlags, kind, name, to str
 		view.Stop()
 		return nil, nil, nil, usageErr("%v", err)
 	}
-	run = &agent.Runner{Site: func(node string) (diagnose.Site, error) {
-		pod, err := view.Agent(node)
-		if err != nil {
-			return nil, fmt.Errorf("%v (%w)", err, agent.ErrUnreachableNode(node))
-		}
-		ip := netip.Addr{}
-		if len(pod.IPs) > 0 {
-			ip = pod.IPs[0]
-		}
-		return caller.Site(ctx, node, pod.Namespace, pod.Name, ip)
-	}}
+	run = kubediag.Runner(ctx, view, caller)
 	done = func() { caller.Close(); view.Stop() }
 	// A name that is not the cluster's resolves as the pod resolves it.
 	if err := diagnose.ResolveTo(ctx, run, req); err != nil {

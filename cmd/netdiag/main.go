@@ -47,6 +47,7 @@ func commands() []command {
 		{"demo", "run the main job end to end on the fault lab (no cluster, no Slack)", runDemo},
 		{"history", "list the findings kept in the store, newest first, by pod, Service, node or namespace", runHistory},
 		{"lab", "build, break and heal the fault lab (a two-node cluster network in namespaces)", runLab},
+		{"serve", "run the bot: /netdiag in Slack, replies to Alertmanager alerts, scheduled digests", runServe},
 		{"version", "print the version", runVersion},
 	}
 }

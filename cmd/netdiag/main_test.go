@@ -37,7 +37,7 @@ func TestBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: agent, bench, collect, diagnose, digest, demo, history, lab, version"},
+		{[]string{"nosuch"}, "unknown command \"nosuch\"; commands are: agent, bench, collect, diagnose, digest, demo, history, lab, serve, version"},
 		{[]string{"lab", "nosuch"}, "accepted: up, down, status"},
 		{[]string{"lab", "fault"}, "give exactly one fault name"},
 		{[]string{"lab", "fault", "nosuch"}, "nosuch"},

@@ -340,40 +340,8 @@ func findPrograms() (programs, error) {
 // install puts programs: GOBIN or GOPATH may be set with `go env -w`, which
 // the environment does not show.
 func findProgram(name string) (string, error) {
-	p, err := tools.Find(name)
-	if err == nil {
-		return p, nil
-	}
-	goEnvOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "go", "env", "GOBIN", "GOPATH").Output()
-		if err != nil {
-			return
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if len(lines) > 0 && lines[0] != "" {
-			goBinDirs = append(goBinDirs, lines[0])
-		}
-		if len(lines) > 1 {
-			for _, d := range filepath.SplitList(lines[1]) {
-				goBinDirs = append(goBinDirs, filepath.Join(d, "bin"))
-			}
-		}
-	})
-	for _, d := range goBinDirs {
-		path := filepath.Join(d, name)
-		if st, serr := os.Stat(path); serr == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return path, nil
-		}
-	}
-	return "", err
+	return tools.FindGoInstalled(name)
 }
-
-var (
-	goEnvOnce sync.Once
-	goBinDirs []string
-)
 
 // start brings etcd and then the apiserver up. On error, what was started
 // is still recorded in c, for stop.

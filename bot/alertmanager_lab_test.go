@@ -1,0 +1,205 @@
+package bot_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netdiag/netdiag/config"
+	"github.com/netdiag/netdiag/internal/amtest"
+	"github.com/netdiag/netdiag/internal/slackfake"
+	"github.com/netdiag/netdiag/lab"
+	"github.com/netdiag/netdiag/lab/labtest"
+	"github.com/netdiag/netdiag/store"
+)
+
+// End to end with a real Alertmanager: alerts for lab pods reach the bot
+// through it, a wrong token is refused and the alerts still arrive once it
+// is right, each group gets one thread with its findings, an alert with no
+// target says why in the thread, Slack refusing everything for a while
+// loses nothing and posts nothing twice, and resolving updates the thread.
+func TestAlertmanagerToThread(t *testing.T) {
+	l := labtest.Up(t, "bota")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := lab.InjectFault(ctx, l.Instance, "port-firewall", nil); err != nil {
+		t.Fatal(err)
+	}
+	h := startBot(t, l, config.Alertmanager{Bearer: config.NewSecret("right-token"), Cooldown: config.Duration(10 * time.Minute)}, 0)
+	am := amtest.Start(t, amtest.Options{ReceiverURL: h.server.URL + "/alertmanager", Bearer: "wrong-token", GroupBy: []string{"alertname"}})
+
+	starts := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+	alerts := []amtest.Alert{
+		{Labels: map[string]string{"alertname": "PodCannotReachBackend", "namespace": "default", "pod": "client"},
+			Annotations: map[string]string{"netdiag_to": "pod/default/web:8080", "summary": "client cannot reach web"}, StartsAt: starts},
+		// The same target again in the same group: one diagnosis, not two.
+		{Labels: map[string]string{"alertname": "PodCannotReachBackend", "namespace": "default", "pod": "client", "probe": "second"},
+			Annotations: map[string]string{"netdiag_to": "pod/default/web:8080"}, StartsAt: starts},
+		{Labels: map[string]string{"alertname": "NodeNetworkErrors", "node": "node-b"}, StartsAt: starts},
+		{Labels: map[string]string{"alertname": "Watchdog", "severity": "none"}, StartsAt: starts},
+	}
+	if err := am.PostAlerts(ctx, alerts...); err != nil {
+		t.Fatal(err)
+	}
+	// The wrong token: Alertmanager is refused at each group interval,
+	// and nothing is recorded.
+	time.Sleep(1500 * time.Millisecond)
+	if open, _ := h.store.OpenAlerts(ctx); len(open) != 0 || len(h.slack.Messages()) != 0 {
+		t.Fatalf("the wrong token got through: %d alerts, %d messages", len(open), len(h.slack.Messages()))
+	}
+	if !strings.Contains(am.Log(), "401") {
+		t.Errorf("Alertmanager's log does not show the 401")
+	}
+
+	// Slack is down (429) when the right token arrives.
+	h.slack.Outage(http.StatusTooManyRequests, time.Second)
+	if err := am.Reconfigure(amtest.Options{ReceiverURL: h.server.URL + "/alertmanager", Bearer: "right-token", GroupBy: []string{"alertname"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := waitFor(ctx, func() bool { open, _ := h.store.OpenAlerts(ctx); return len(open) == 4 })
+	if err != nil {
+		t.Fatal("alerts not recorded after the token was fixed")
+	}
+	// Wait until the diagnoses are done and their deliveries refused.
+	if err := waitFor(ctx, func() bool {
+		recs, _ := h.store.History(ctx, store.HistoryQuery{})
+		return len(recs) == 2
+	}); err != nil {
+		t.Fatal("the two diagnoses did not finish")
+	}
+	time.Sleep(time.Second)
+	if h.slack.Refused() == 0 {
+		t.Fatal("the outage refused nothing")
+	}
+	h.slack.Restore()
+
+	// Every group's thread, with its findings, once.
+	var threads map[string]slackfake.Message
+	err = h.slack.WaitFor(ctx, func(s *slackfake.Server) bool {
+		threads = headers(s.Messages())
+		if len(threads) != 3 {
+			return false
+		}
+		pod := s.Thread(channel, threads["PodCannotReachBackend"].TS)
+		node := s.Thread(channel, threads["NodeNetworkErrors"].TS)
+		wd := s.Thread(channel, threads["Watchdog"].TS)
+		return summaries(pod) == 1 && count(pod, "port-unreachable/firewall") == 2 && summaries(node) == 1 && count(wd, "no diagnosis: no target in its labels") == 1
+	})
+	if err != nil {
+		t.Fatalf("threads: %v\n%s", err, dump(h.slack.Messages()))
+	}
+	for name, hd := range threads {
+		if n := countTop(h.slack.Messages(), "alertname="+name); n != 1 {
+			t.Errorf("group %s has %d first messages, want 1", name, n)
+		}
+		_ = hd
+	}
+	pod := h.slack.Thread(channel, threads["PodCannotReachBackend"].TS)
+	if n := summaries(pod); n != 1 {
+		t.Errorf("the group's thread has %d findings, want 1 (two alerts, one target):%s", n, dump(pod))
+	}
+	if n := count(pod, "being diagnosed for another alert"); n != 1 {
+		t.Errorf("the second alert's cooldown is not said in the thread:%s", dump(pod))
+	}
+
+	// Resolve: the thread hears it and the first message says RESOLVED.
+	for i := range alerts {
+		alerts[i].EndsAt = time.Now().Add(-100 * time.Millisecond)
+	}
+	if err := am.PostAlerts(ctx, alerts...); err != nil {
+		t.Fatal(err)
+	}
+	err = h.slack.WaitFor(ctx, func(s *slackfake.Server) bool {
+		ms := s.Messages()
+		for _, m := range ms {
+			if strings.Contains(m.Text, "alertname=PodCannotReachBackend") {
+				return strings.Contains(m.Latest().Text, "[RESOLVED]") && count(s.Thread(channel, m.TS), "resolved:") == 2
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("resolved not shown: %v\n%s", err, dump(h.slack.Messages()))
+	}
+	if open, _ := h.store.OpenAlerts(ctx); len(open) != 0 {
+		t.Errorf("%d alerts still open after resolving", len(open))
+	}
+	// Nothing twice: every finding's summary was posted once.
+	total := 0
+	for _, m := range h.slack.Messages() {
+		if isSummary(m) {
+			total++
+			if m.ThreadTS == "" {
+				t.Errorf("a finding outside its thread: %q", m.Text)
+			}
+		}
+	}
+	if total != 2 {
+		t.Errorf("%d finding summaries posted, want 2:%s", total, dump(h.slack.Messages()))
+	}
+}
+
+// headers maps alert group names to the message that opened their thread.
+func headers(ms []slackfake.Message) map[string]slackfake.Message {
+	out := map[string]slackfake.Message{}
+	for _, m := range ms {
+		if m.ThreadTS != "" {
+			continue
+		}
+		if _, name, ok := strings.Cut(m.Text, "alertname="); ok {
+			name, _, _ = strings.Cut(name, "\n")
+			name, _, _ = strings.Cut(name, " ")
+			out[name] = m
+		}
+	}
+	return out
+}
+
+func count(ms []slackfake.Message, s string) int {
+	n := 0
+	for _, m := range ms {
+		if strings.Contains(m.Latest().Text, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// isSummary tells a finding's summary from its evidence (a code block).
+func isSummary(m slackfake.Message) bool {
+	text := m.Latest().Text
+	return strings.Contains(text, "(confidence") && !strings.HasPrefix(text, "```")
+}
+
+func summaries(ms []slackfake.Message) int {
+	n := 0
+	for _, m := range ms {
+		if isSummary(m) {
+			n++
+		}
+	}
+	return n
+}
+
+func countTop(ms []slackfake.Message, s string) int {
+	n := 0
+	for _, m := range ms {
+		if m.ThreadTS == "" && strings.Contains(m.Text, s) {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(ctx context.Context, cond func() bool) error {
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
