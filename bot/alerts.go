@@ -116,6 +116,7 @@ func (b *Bot) recordAlerts(ctx context.Context, msg *webhook.Message) (WebhookRe
 	channel := b.opts.Alertmanager.Channel
 	var jobs []*job
 	var seen []store.AlertSeen
+	var msgs []store.Message
 	var lines []string
 	claimed := map[string]bool{} // targets taken by an earlier alert of this notification
 	for _, a := range msg.Alerts {
@@ -142,8 +143,8 @@ func (b *Bot) recordAlerts(ctx context.Context, msg *webhook.Message) (WebhookRe
 		case s.Status == store.AlertResolved:
 			if !(known && prev.Status == store.AlertResolved && sameEpisode) {
 				b.metrics.alert("resolved")
-				b.enqueueText(ctx, channel, gk, "resolved "+fp+a.StartsAt.String(),
-					fmt.Sprintf(":white_check_mark: resolved: %s %s", esc(s.Name), esc(orText(s.Target, s.Reason))))
+				msgs = append(msgs, textMessage(channel, gk, "resolved "+fp+a.StartsAt.String(),
+					fmt.Sprintf(":white_check_mark: resolved: %s %s", esc(s.Name), esc(orText(s.Target, s.Reason)))))
 			}
 		case sameEpisode && prev.Status == store.AlertFiring:
 			b.metrics.alert("duplicate") // Alertmanager's repeat or retry of one episode
@@ -168,6 +169,7 @@ func (b *Bot) recordAlerts(ctx context.Context, msg *webhook.Message) (WebhookRe
 				break
 			}
 			claimed[q.Target()] = true
+			b.markTried(q.Target(), now)
 			s.FindingID = store.NewID(now)
 			b.metrics.alert("diagnosing")
 			jobs = append(jobs, &job{q: q, command: s.Command, who: Who{User: "alertmanager"}, source: store.SourceAlert,
@@ -185,20 +187,19 @@ func (b *Bot) recordAlerts(ctx context.Context, msg *webhook.Message) (WebhookRe
 	// The thread first: findings wait for it. A group seen before gets its
 	// first message updated instead.
 	header := groupHeader(msg, lines)
+	first := store.Message{ID: store.KeyID(time.Time{}, "thread "+gk), Channel: channel, Kind: kindThread, Payload: mustJSON(textMsg{GroupKey: gk, Text: header})}
 	if _, err := b.opts.Store.Thread(ctx, gk); err == nil {
-		if _, err := b.opts.Store.Enqueue(ctx, store.Message{ID: store.KeyID(time.Time{}, "header "+gk), Channel: channel, Kind: kindHeader, Payload: mustJSON(textMsg{GroupKey: gk, Text: header})}); err != nil {
-			return rep, nil, err
-		}
-	} else if _, err := b.opts.Store.Enqueue(ctx, store.Message{ID: store.KeyID(time.Time{}, "thread "+gk), Channel: channel, Kind: kindThread, Payload: mustJSON(textMsg{GroupKey: gk, Text: header})}); err != nil {
-		return rep, nil, err
+		first = store.Message{ID: store.KeyID(time.Time{}, "header "+gk), Channel: channel, Kind: kindHeader, Payload: mustJSON(textMsg{GroupKey: gk, Text: header})}
 	}
-	if err := b.opts.Store.PutAlerts(ctx, seen); err != nil {
-		return rep, nil, err
-	}
+	msgs = append([]store.Message{first}, msgs...)
 	for _, s := range seen {
 		if s.Reason != "" && s.Status == store.AlertFiring {
-			b.enqueueText(ctx, channel, gk, "reason "+s.Fingerprint+s.StartsAt.String(), fmt.Sprintf(":information_source: %s: no diagnosis: %s", esc(s.Name), esc(s.Reason)))
+			msgs = append(msgs, textMessage(channel, gk, "reason "+s.Fingerprint+s.StartsAt.String(), fmt.Sprintf(":information_source: %s: no diagnosis: %s", esc(s.Name), esc(s.Reason))))
 		}
+	}
+	// One transaction, one sync: the alerts and their thread's messages.
+	if err := b.opts.Store.PutAlertsAndEnqueue(ctx, seen, msgs); err != nil {
+		return rep, nil, err
 	}
 	rep.Diagnosing = len(jobs)
 	return rep, jobs, nil
@@ -212,6 +213,11 @@ func (b *Bot) cooling(ctx context.Context, target string, now time.Time, claimed
 		return "", "cooldown: " + target + " is being diagnosed for another alert"
 	}
 	cd := time.Duration(b.opts.Alertmanager.Cooldown)
+	// An attempt counts, not only a finding: a target that cannot be
+	// diagnosed (not found) is not tried again at every alert.
+	if at, ok := b.tried(target); ok && now.Sub(at) < cd {
+		return "", fmt.Sprintf("cooldown: %s was tried %s ago without a finding; the next try after %s", target, now.Sub(at).Round(time.Second), at.Add(cd).Format(time.Kitchen))
+	}
 	recent, err := b.opts.Store.History(ctx, store.HistoryQuery{Target: target, Since: now.Add(-cd), Limit: 1})
 	if err == nil && len(recent) > 0 {
 		f := recent[0]
@@ -284,10 +290,15 @@ func commandOf(q Question) string {
 	return c.String()
 }
 
-// enqueueText queues one message for an alert group's thread. key makes it
+// textMessage is one message for an alert group's thread. key makes it
 // once-only: queueing the same key again replaces it.
+func textMessage(channel, groupKey, key, text string) store.Message {
+	return store.Message{ID: store.KeyID(time.Time{}, key+" "+groupKey), Channel: channel, Kind: kindText, Payload: mustJSON(textMsg{GroupKey: groupKey, Text: text})}
+}
+
+// enqueueText queues one message for an alert group's thread.
 func (b *Bot) enqueueText(ctx context.Context, channel, groupKey, key, text string) {
-	m := store.Message{ID: store.KeyID(time.Time{}, key+" "+groupKey), Channel: channel, Kind: kindText, Payload: mustJSON(textMsg{GroupKey: groupKey, Text: text})}
+	m := textMessage(channel, groupKey, key, text)
 	if _, err := b.opts.Store.Enqueue(ctx, m); err != nil {
 		b.log.Error("message for an alert thread not queued", "group", groupKey, "err", err, "text", text)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -56,7 +57,8 @@ type Bot struct {
 
 	jobs     chan *job
 	mu       sync.Mutex
-	inflight map[string]bool // by finding ID and by target
+	inflight map[string]bool      // by finding ID and by target
+	lastTry  map[string]time.Time // by target: the last alert diagnosis started
 	wg       sync.WaitGroup
 	ready    chan struct{}
 }
@@ -102,7 +104,7 @@ func New(o Options) (*Bot, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	b := &Bot{opts: o, log: o.Log, metrics: NewMetrics(), jobs: make(chan *job, 1024), inflight: map[string]bool{}, ready: make(chan struct{})}
+	b := &Bot{opts: o, log: o.Log, metrics: NewMetrics(), jobs: make(chan *job, 1024), inflight: map[string]bool{}, lastTry: map[string]time.Time{}, ready: make(chan struct{})}
 	b.deliver = &Deliverer{Store: o.Store, Chat: o.Chat, Log: o.Log, Metrics: b.metrics, Now: o.Now, Pace: o.Pace}
 	b.metrics.queueDepth = func() float64 { return float64(len(b.jobs)) }
 	return b, nil
@@ -128,7 +130,7 @@ func (b *Bot) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case j := <-b.jobs:
-					b.run(ctx, j)
+					b.runSafe(ctx, j)
 				}
 			}
 		}()
@@ -185,10 +187,43 @@ func (b *Bot) done(j *job) {
 	b.mu.Unlock()
 }
 
+func (b *Bot) markTried(target string, at time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lastTry[target] = at
+	if len(b.lastTry) > 10000 {
+		// Only tries within a cooldown matter.
+		for t, when := range b.lastTry {
+			if at.Sub(when) > time.Duration(b.opts.Alertmanager.Cooldown) {
+				delete(b.lastTry, t)
+			}
+		}
+	}
+}
+
+func (b *Bot) tried(target string) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at, ok := b.lastTry[target]
+	return at, ok
+}
+
 func (b *Bot) busy(target string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.inflight[target]
+}
+
+// runSafe runs a job; a bug in one diagnosis is logged and the bot goes on.
+func (b *Bot) runSafe(ctx context.Context, j *job) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.done(j)
+			b.log.Error("a diagnosis panicked; the bot goes on", "target", j.q.Target(), "panic", r, "stack", string(debug.Stack()))
+			b.metrics.failedDiagnosis(j.source)
+		}
+	}()
+	b.run(ctx, j)
 }
 
 // run diagnoses one job and records the finding with its delivery.
@@ -284,10 +319,13 @@ func (b *Bot) failed(ctx context.Context, j *job, placeholder string, err error)
 	if j.source == store.SourceAlert {
 		// The alert's thread hears it: through the outbox, like a finding.
 		b.enqueueText(ctx, j.channel, j.groupKey, "failed "+j.findingID, text)
-		if a, err := b.alertsOf(ctx, j.findingID); err == nil {
-			for _, al := range a {
-				al.Reason = "diagnosis failed: " + err.Error()
-				b.opts.Store.PutAlert(ctx, al)
+		// The alerts keep why, so a restart does not run it again.
+		if alerts, aerr := b.alertsOf(ctx, j.findingID); aerr == nil {
+			for _, al := range alerts {
+				al.Reason = "no finding: " + err.Error()
+				if perr := b.opts.Store.PutAlert(ctx, al); perr != nil {
+					b.log.Error("recording why an alert has no finding", "alert", al.Fingerprint, "err", perr)
+				}
 			}
 		}
 		return

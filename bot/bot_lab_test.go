@@ -48,7 +48,7 @@ type harness struct {
 	done   chan struct{}
 }
 
-func startBot(t *testing.T, l *lab.Lab, am config.Alertmanager, capture time.Duration) *harness {
+func startBot(t testing.TB, l *lab.Lab, am config.Alertmanager, capture time.Duration) *harness {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "netdiag.db"), store.Options{})
 	if err != nil {
@@ -86,7 +86,7 @@ func startBot(t *testing.T, l *lab.Lab, am config.Alertmanager, capture time.Dur
 	return h
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -94,14 +94,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // slash posts a slash command signed as Slack signs it.
-func (h *harness) slash(t *testing.T, user, text string, sign bool) (*http.Response, string) {
+func (h *harness) slash(t testing.TB, user, text string, sign bool) (*http.Response, string) {
 	t.Helper()
 	form := url.Values{"command": {"/netdiag"}, "text": {text}, "user_id": {user}, "channel_id": {channel},
 		"team_id": {slackfake.TeamID}, "response_url": {h.slack.NewResponseURL()}, "trigger_id": {"1.2.3"}}
 	return h.post(t, "/slack/commands", form.Encode(), sign)
 }
 
-func (h *harness) post(t *testing.T, path, body string, sign bool) (*http.Response, string) {
+func (h *harness) post(t testing.TB, path, body string, sign bool) (*http.Response, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, h.server.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -259,3 +259,34 @@ func TestMergeDrops(t *testing.T) {
 		})
 	}
 }
+
+// A node's self-check resolves an outside name only: its resolver is the
+// site's, which does not know cluster names, and that is right. A pod's
+// asks a cluster name too.
+func TestSelfCheckNamesByKind(t *testing.T) {
+	for _, tc := range []struct {
+		source      string
+		dns         []string
+		wantCluster bool
+	}{
+		{"pod default/client", nil, true},
+		{"node node-a", nil, false},
+		{"node node-a", []string{"example.org"}, false},
+		{"pod default/client", []string{"example.org"}, true}, // the control
+	} {
+		r := twoNodes()
+		r.To, r.Peer, r.PeerNode, r.DNS = nil, Place{}, Place{}, tc.dns
+		if strings.HasPrefix(tc.source, "node ") {
+			r.Source.Pod = nil
+		}
+		r.Cluster = &Cluster{SourceName: tc.source, APIName: "kubernetes.default.svc.cluster.local"}
+		p, err := NewPlan(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := slices.Contains(p.Params.DNS, "kubernetes.default.svc.cluster.local")
+		if got != tc.wantCluster {
+			t.Errorf("%s asking %v: cluster name asked = %v, want %v (names %v)", tc.source, tc.dns, got, tc.wantCluster, p.Params.DNS)
+		}
+	}
+}

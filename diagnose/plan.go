@@ -44,12 +44,19 @@ func NewPlan(r *Request) (*Plan, error) {
 		if c != nil && c.APIName != "" {
 			api = c.APIName
 		}
-		params.DNS = append(params.DNS, api, "example.com")
+		if r.SourceIsNode() {
+			// A node resolves through its own resolver, not the cluster
+			// DNS: cluster names failing there is how nodes are made.
+			params.DNS = append(params.DNS, "example.com")
+		} else {
+			params.DNS = append(params.DNS, api, "example.com")
+		}
 	}
 	if len(params.DNS) > 0 {
 		// A cluster name is the control: if it resolves while the asked
 		// name does not, the cluster DNS works and its upstream does not.
-		if c != nil && c.APIName != "" && !slices.Contains(params.DNS, c.APIName) {
+		// Not from a node, whose resolver does not know cluster names.
+		if c != nil && c.APIName != "" && !r.SourceIsNode() && !slices.Contains(params.DNS, c.APIName) {
 			params.DNS = append(params.DNS, c.APIName)
 		}
 		if c != nil && c.DNS != nil {

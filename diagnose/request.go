@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/netdiag/netdiag/collectors"
@@ -156,4 +157,11 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("--to %s is a Service: give its port (svc/NS/NAME:PORT)", r.Cluster.Service.Name)
 	}
 	return nil
+}
+
+// SourceIsNode reports whether the question is asked from a node, not a
+// pod: a node's resolv.conf points at the site's resolvers, not the cluster
+// DNS, and that is right.
+func (r *Request) SourceIsNode() bool {
+	return r.Cluster != nil && strings.HasPrefix(r.Cluster.SourceName, "node ")
 }

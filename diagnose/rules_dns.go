@@ -60,17 +60,24 @@ func ruleDNSConfig(f *facts) outcome {
 	if len(f.resolv.Nameservers) == 0 {
 		problems = append(problems, obs("resolv", "%s names no nameserver: glibc falls back to %s, where nothing answers", f.resolv.Path, collectors.GlibcFallbackNameserver))
 	}
-	if c != nil && c.DNS != nil && len(f.resolv.Nameservers) > 0 && !slices.Contains(f.resolv.Nameservers, c.DNS.ClusterIP) {
+	node := f.req.SourceIsNode()
+	if !node && c != nil && c.DNS != nil && len(f.resolv.Nameservers) > 0 && !slices.Contains(f.resolv.Nameservers, c.DNS.ClusterIP) {
 		problems = append(problems, obs("resolv", "%s points at %s, not the cluster DNS Service %s (%s)", f.resolv.Path, strings.Join(f.resolv.Nameservers, ", "), c.DNS.Name, c.DNS.ClusterIP))
 	}
 	dom := f.clusterDomain()
-	if c != nil && !slices.Contains(f.resolv.Search, "svc."+dom) {
+	if !node && c != nil && !slices.Contains(f.resolv.Search, "svc."+dom) {
 		problems = append(problems, obs("resolv", "the search list (%s) lacks svc.%s: short Service names cannot resolve", orNone(f.resolv.Search), dom))
 	}
 	if len(problems) == 0 {
 		return ruledOut("resolv.conf points at %s with the cluster search domains", strings.Join(f.resolv.Nameservers, ", "))
 	}
 	_, fails := f.failing()
+	if node {
+		return concluded(&match{confidence: 0.9,
+			summary:  fmt.Sprintf("The node's resolv.conf is wrong: %s.", problems[0].Observation),
+			evidence: append(problems, fails...),
+			next:     []string{fmt.Sprintf("Give %s a nameserver line (or fix what writes it: systemd-resolved, NetworkManager, DHCP, cloud-init).", f.resolv.Path)}})
+	}
 	next := []string{"Check the pod's dnsPolicy and dnsConfig: the default ClusterFirst writes the cluster DNS Service and the search domains; dnsPolicy: Default gives the node's resolv.conf instead."}
 	if c != nil {
 		next = append(next, "Check kubelet's --cluster-dns / clusterDNS setting on the node matches the DNS Service IP.")

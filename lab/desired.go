@@ -236,6 +236,10 @@ func baseline(l *Lab) *Desired {
 
 	for _, n := range l.Nodes {
 		c := add(n.Netns)
+		// A node resolves through the site's resolver (here the outside
+		// host's DNS server), as a real node does, not through this
+		// machine's /etc/resolv.conf, which the lab cannot reach.
+		d.Resolv[filepath.Join("/etc/netns", n.Netns, "resolv.conf")] = fmt.Sprintf("nameserver %s\n", extIP)
 		c.Sysctls["ipv4.ip_forward"] = "1"
 		c.Sysctls["ipv6.conf.all.forwarding"] = "1"
 		c.Sysctls["ipv4.fib_multipath_hash_policy"] = "0"

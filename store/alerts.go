@@ -69,38 +69,36 @@ func (s *Store) PutAlert(ctx context.Context, a AlertSeen) error {
 // PutAlerts stores several alerts in one transaction: all or none. The
 // webhook answers Alertmanager only once they are on disk.
 func (s *Store) PutAlerts(ctx context.Context, alerts []AlertSeen) error {
+	return s.PutAlertsAndEnqueue(ctx, alerts, nil)
+}
+
+// prepareAlerts checks alerts, fills what the store fills and encodes them.
+func (s *Store) prepareAlerts(alerts []AlertSeen) ([][]byte, error) {
 	encoded := make([][]byte, len(alerts))
 	now := s.opts.Clock().UTC()
 	for i := range alerts {
 		a := &alerts[i]
 		if err := validKey("alert fingerprint", a.Fingerprint); err != nil {
-			return fmt.Errorf("store: %w", err)
+			return nil, fmt.Errorf("store: %w", err)
 		}
 		if a.Status != AlertFiring && a.Status != AlertResolved {
-			return fmt.Errorf("store: alert %s: status %q: accepted: firing, resolved", a.Fingerprint, a.Status)
+			return nil, fmt.Errorf("store: alert %s: status %q: accepted: firing, resolved", a.Fingerprint, a.Status)
 		}
 		if a.FindingID != "" {
 			id, err := ParseID(a.FindingID)
 			if err != nil {
-				return fmt.Errorf("store: alert %s: finding %w", a.Fingerprint, err)
+				return nil, fmt.Errorf("store: alert %s: finding %w", a.Fingerprint, err)
 			}
 			a.FindingID = id
 		}
 		a.UpdatedAt = now
 		b, err := json.Marshal(a)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		encoded[i] = b
 	}
-	return s.update(ctx, func(tx *bbolt.Tx) error {
-		for i, a := range alerts {
-			if err := putAlertTx(tx, &a, encoded[i]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return encoded, nil
 }
 
 func putAlertTx(tx *bbolt.Tx, a *AlertSeen, b []byte) error {

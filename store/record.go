@@ -79,3 +79,31 @@ func (s *Store) Message(ctx context.Context, id string) (Message, error) {
 	})
 	return m, err
 }
+
+// PutAlertsAndEnqueue stores alerts and queues messages in one transaction:
+// the webhook writes a notification's alerts and their thread's messages
+// with one sync to disk, not one per alert.
+func (s *Store) PutAlertsAndEnqueue(ctx context.Context, alerts []AlertSeen, msgs []Message) error {
+	encoded, err := s.prepareAlerts(alerts)
+	if err != nil {
+		return err
+	}
+	for i := range msgs {
+		if err := s.prepareMessage(&msgs[i]); err != nil {
+			return err
+		}
+	}
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		for i := range alerts {
+			if err := putAlertTx(tx, &alerts[i], encoded[i]); err != nil {
+				return err
+			}
+		}
+		for i := range msgs {
+			if err := replaceMessage(tx, &msgs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
