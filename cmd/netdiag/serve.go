@@ -133,6 +133,14 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 		}
 		defer caller.Close()
 		diag = &kubediag.Diagnoser{View: view, Caller: caller, Log: c.log}
+		sweeper = func(ctx context.Context) (*sweep.Table, error) {
+			nodes, shared, err := view.SweepNodes()
+			if err != nil {
+				return nil, err
+			}
+			eng := &diagnose.Engine{Runner: kubediag.Runner(ctx, view, caller), Log: c.log}
+			return sweep.Run(ctx, eng, nodes, sweep.Options{Cluster: shared}), nil
+		}
 	}
 	b, err := bot.New(bot.Options{
 		Store: st, Chat: chat, Diagnoser: diag,
