@@ -341,12 +341,9 @@ func (b *Bot) failed(ctx context.Context, j *job, placeholder string, err error)
 }
 
 func (b *Bot) audit(ctx context.Context, j *job, result, findingID string) {
-	who := j.who.User
+	who := j.who
 	if j.source == store.SourceAlert {
-		who = "alertmanager"
+		who.User = "alertmanager"
 	}
-	e := store.AuditEntry{Who: who, What: j.command, Where: j.channel, Target: j.q.Target(), Result: result, FindingID: findingID}
-	if err := b.opts.Store.Audit(ctx, e); err != nil {
-		b.log.Error("audit entry not written", "err", err, "entry", fmt.Sprintf("%+v", e))
-	}
+	b.auditEntry(ctx, store.AuditEntry{Who: who.User, What: j.command, Where: j.channel, Target: j.q.Target(), Result: result, FindingID: findingID})
 }

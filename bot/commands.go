@@ -155,7 +155,12 @@ func (b *Bot) Interaction(ctx context.Context, ic slack.InteractionCallback) Rep
 func ephemeral(text string) Reply { return Reply{Msg: PlainMsg(text), Ephemeral: true} }
 
 func (b *Bot) auditText(ctx context.Context, who Who, what, target, result string) {
-	e := store.AuditEntry{Who: who.User, What: what, Where: who.Channel, Target: target, Result: result}
+	b.auditEntry(ctx, store.AuditEntry{Who: who.User, What: what, Where: who.Channel, Target: target, Result: result})
+}
+
+// auditEntry writes the audit log; a failure is logged with the entry, so
+// the record is not lost.
+func (b *Bot) auditEntry(ctx context.Context, e store.AuditEntry) {
 	if err := b.opts.Store.Audit(ctx, e); err != nil {
 		b.log.Error("audit entry not written", "err", err, "entry", fmt.Sprintf("%+v", e))
 	}

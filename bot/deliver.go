@@ -311,7 +311,8 @@ func (d *Deliverer) finding(ctx context.Context, w *channelWorker, m *store.Mess
 		}
 		dl.Thread = ts
 	}
-	rec, err := d.Store.Finding(ctx, dl.FindingID, false)
+	// The raw evidence only while the evidence step is still to do.
+	rec, err := d.Store.Finding(ctx, dl.FindingID, !dl.EvidenceDone)
 	if err != nil {
 		return d.drop(ctx, m, err)
 	}
@@ -346,11 +347,7 @@ func (d *Deliverer) finding(ctx context.Context, w *channelWorker, m *store.Mess
 		details = dl.SummaryTS
 	}
 	if !dl.EvidenceDone {
-		full, err := d.Store.Finding(ctx, dl.FindingID, true)
-		if err != nil {
-			return d.drop(ctx, m, err)
-		}
-		text := EvidenceText(full.Finding)
+		text := EvidenceText(rec.Finding)
 		if err := d.pace(ctx, w); err != nil {
 			return err
 		}

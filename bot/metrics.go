@@ -38,7 +38,7 @@ func NewMetrics() *Metrics {
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netdiag_messages_delivered_total", Help: "Outbox messages delivered to Slack, by kind."}, []string{"kind"})
 	m.lostMsgs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netdiag_messages_given_up_total", Help: "Outbox messages given up (Slack refused them for good; each is logged)."}, []string{"kind"})
 	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "netdiag_alerts_total", Help: "Alerts received, by what became of them (diagnosing, duplicate, cooldown, unmapped, resolved)."}, []string{"result"})
-	m.outboxLen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "netdiag_outbox_due", Help: "Outbox messages due for delivery."})
+	m.outboxLen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "netdiag_outbox_messages", Help: "Messages in the outbox, not yet delivered."})
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "netdiag_queue_depth", Help: "Diagnoses waiting for a worker."}, func() float64 {
 		if m.queueDepth == nil {
 			return 0
@@ -74,7 +74,7 @@ func (m *Metrics) lost(kind string)              { m.lostMsgs.WithLabelValues(ki
 func (m *Metrics) alert(result string)           { m.alerts.WithLabelValues(result).Inc() }
 
 func (m *Metrics) outbox(s *store.Store, ctx context.Context) {
-	if msgs, err := s.Due(ctx, time.Now().Add(time.Hour*24*365), 10000); err == nil {
-		m.outboxLen.Set(float64(len(msgs)))
+	if u, err := s.Usage(ctx); err == nil {
+		m.outboxLen.Set(float64(u.Outbox))
 	}
 }

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/netdiag/netdiag/bot/digest"
-	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/labview"
-	"github.com/netdiag/netdiag/diagnose/sweep"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/store"
 )
@@ -99,7 +97,7 @@ func runDigest(c *cli, args []string) int {
 			return c.usageError("digest", "lab %q is %s; start it with `netdiag lab up`", lst.Instance, lst.Phase)
 		}
 		start := time.Now()
-		t := sweep.Run(ctx, &diagnose.Engine{Runner: diagnose.LocalRunner{}, Log: c.log}, labview.SweepNodes(lst), sweep.Options{Cluster: labview.Cluster(lst), OutsideName: lst.OutsideName})
+		t := labview.Sweep(ctx, lst, c.log)
 		c.log.Info("sweep", "nodes", len(t.Rows), "failing", t.FailedNodes(), "took_ms", time.Since(start).Milliseconds())
 		p.Sweep = digest.FromSweep(t, to)
 	}

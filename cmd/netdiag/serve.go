@@ -102,7 +102,7 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 			if err != nil {
 				return nil, err
 			}
-			return sweep.Run(ctx, &diagnose.Engine{Runner: diagnose.LocalRunner{}, Log: c.log}, labview.SweepNodes(st), sweep.Options{Cluster: labview.Cluster(st), OutsideName: st.OutsideName}), nil
+			return labview.Sweep(ctx, st, c.log), nil
 		}
 	} else {
 		rc, err := kubeConfig("", "")

@@ -6,7 +6,9 @@
 package labview
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -220,4 +222,11 @@ func service(s *lab.Service, port int) *diagnose.Service {
 		out.Endpoints = append(out.Endpoints, diagnose.Endpoint{IP: e.IP, Pod: e.Pod, Ready: e.Ready})
 	}
 	return out
+}
+
+// Sweep checks every node of the lab in this process: the digest's sweep on
+// the lab.
+func Sweep(ctx context.Context, st *lab.Status, log *slog.Logger) *sweep.Table {
+	eng := &diagnose.Engine{Runner: diagnose.LocalRunner{}, Log: log}
+	return sweep.Run(ctx, eng, SweepNodes(st), sweep.Options{Cluster: Cluster(st), OutsideName: st.OutsideName})
 }
