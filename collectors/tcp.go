@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -45,8 +46,7 @@ func collectTCP(ctx context.Context, in Input) (*TCP, error) {
 	}
 	out := &TCP{Dst: in.To.String()}
 	var total float64
-	for i := 0; i < in.tcpAttempts() && ctx.Err() == nil; i++ {
-		a := tcpAttempt(ctx, in, in.probeTimeout())
+	for _, a := range tcpAttempts(ctx, in) {
 		out.Attempts = append(out.Attempts, a)
 		switch a.Result {
 		case "connected":
@@ -68,6 +68,51 @@ func collectTCP(ctx context.Context, in Input) (*TCP, error) {
 		out.AvgConnectMS = round3(total / float64(out.Connected))
 	}
 	return out, nil
+}
+
+// tcpStagger is the gap between the starts of two connects. They overlap
+// rather than run one after another, so that a path that drops in silence
+// costs one probe timeout, not one per attempt: a finding under an alert has
+// seconds, not tens of them. Each connect still has its own source port and
+// its own full timeout, so loss on a flow is still seen per attempt.
+const tcpStagger = 100 * time.Millisecond
+
+// tcpAttempts runs the connects, started tcpStagger apart, and returns those
+// that started (a cancelled context starts no more), in the order started.
+func tcpAttempts(ctx context.Context, in Input) []TCPAttempt {
+	n := in.tcpAttempts()
+	res := make([]TCPAttempt, n)
+	started := make([]bool, n)
+	var wg sync.WaitGroup
+	tick := time.NewTicker(tcpStagger)
+	defer tick.Stop()
+start:
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				break start
+			case <-tick.C:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		started[i] = true
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			res[i] = tcpAttempt(ctx, in, in.probeTimeout())
+		}(i)
+	}
+	wg.Wait()
+	out := res[:0]
+	for i, a := range res {
+		if started[i] {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func tcpAttempt(ctx context.Context, in Input, timeout time.Duration) TCPAttempt {
