@@ -101,6 +101,17 @@ func TestAlertmanagerToThread(t *testing.T) {
 		}
 		_ = hd
 	}
+	// The ghost's alert keeps why it has no finding, so a restart does not
+	// diagnose it again.
+	open, err := h.store.OpenAlerts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range open {
+		if a.Name == "GhostPod" && (!strings.HasPrefix(a.Reason, "no finding: ") || !strings.Contains(a.Reason, "ghost")) {
+			t.Errorf("the ghost pod's alert records %q, want why it has no finding", a.Reason)
+		}
+	}
 	// A node resolves through its own resolver: its self-check is healthy,
 	// not a pod's DNS misconfiguration.
 	if node := h.slack.Thread(channel, threads["NodeNetworkErrors"].TS); count(node, "healthy/") == 0 {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -173,7 +172,7 @@ func (b *Bot) recordAlerts(ctx context.Context, msg *webhook.Message) (WebhookRe
 			s.FindingID = store.NewID(now)
 			b.metrics.alert("diagnosing")
 			jobs = append(jobs, &job{q: q, command: s.Command, who: Who{User: "alertmanager"}, source: store.SourceAlert,
-				findingID: s.FindingID, groupKey: gk})
+				findingID: s.FindingID, groupKey: gk, alert: fp})
 		}
 		if s.Thread.Channel == "" {
 			s.Thread.Channel = channel
@@ -304,15 +303,6 @@ func (b *Bot) enqueueText(ctx context.Context, channel, groupKey, key, text stri
 	}
 }
 
-// alertsOf returns the open alerts whose diagnosis is findingID.
-func (b *Bot) alertsOf(ctx context.Context, findingID string) ([]store.AlertSeen, error) {
-	open, err := b.opts.Store.OpenAlerts(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(open, func(a store.AlertSeen) bool { return a.FindingID != findingID }), nil
-}
-
 // recover queues the diagnoses that alerts were promised but a restart
 // interrupted: a firing alert whose reserved finding is not in the store.
 func (b *Bot) recover(ctx context.Context) {
@@ -337,7 +327,7 @@ func (b *Bot) recover(ctx context.Context) {
 		}
 		channel := orText(a.Thread.Channel, b.opts.Alertmanager.Channel)
 		if b.submit(&job{q: QuestionOf(c), command: a.Command, who: Who{User: "alertmanager"}, source: store.SourceAlert,
-			channel: channel, findingID: a.FindingID, groupKey: a.GroupKey}) {
+			channel: channel, findingID: a.FindingID, groupKey: a.GroupKey, alert: a.Fingerprint}) {
 			b.log.Info("diagnosing an alert a restart interrupted", "alert", a.Name, "target", a.Target, "finding", a.FindingID)
 		}
 	}

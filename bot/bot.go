@@ -76,6 +76,7 @@ type job struct {
 	// finishes it under the same ID.
 	findingID string
 	groupKey  string
+	alert     string // the fingerprint of the alert it answers
 }
 
 // New makes a bot; Run starts it.
@@ -319,14 +320,14 @@ func (b *Bot) failed(ctx context.Context, j *job, placeholder string, err error)
 	if j.source == store.SourceAlert {
 		// The alert's thread hears it: through the outbox, like a finding.
 		b.enqueueText(ctx, j.channel, j.groupKey, "failed "+j.findingID, text)
-		// The alerts keep why, so a restart does not run it again.
-		if alerts, aerr := b.alertsOf(ctx, j.findingID); aerr == nil {
-			for _, al := range alerts {
-				al.Reason = "no finding: " + err.Error()
-				if perr := b.opts.Store.PutAlert(ctx, al); perr != nil {
-					b.log.Error("recording why an alert has no finding", "alert", al.Fingerprint, "err", perr)
-				}
-			}
+		// The alert keeps why, so a restart does not run it again.
+		al, aerr := b.opts.Store.Alert(ctx, j.alert)
+		if aerr == nil && al.FindingID == j.findingID {
+			al.Reason = "no finding: " + err.Error()
+			aerr = b.opts.Store.PutAlert(ctx, al)
+		}
+		if aerr != nil {
+			b.log.Error("recording why an alert has no finding", "alert", j.alert, "err", aerr)
 		}
 		return
 	}

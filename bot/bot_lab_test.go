@@ -141,6 +141,25 @@ func (h *harness) findingMessage(t *testing.T, ctx context.Context, verdict stri
 	return found
 }
 
+// waitResponse waits for an answer posted to a response_url that says want.
+func (h *harness) waitResponse(t *testing.T, ctx context.Context, responseURL, want string) slackfake.Response {
+	t.Helper()
+	var got slackfake.Response
+	err := h.slack.WaitFor(ctx, func(s *slackfake.Server) bool {
+		for _, r := range s.Responses(responseURL) {
+			if strings.Contains(r.Text, want) {
+				got = r
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no answer saying %q at the response_url: %v (answers: %+v)", want, err, h.slack.Responses(responseURL))
+	}
+	return got
+}
+
 func dump(ms []slackfake.Message) string {
 	var b strings.Builder
 	for _, m := range ms {
@@ -219,9 +238,10 @@ func TestSlashCommandOnLab(t *testing.T) {
 		ActionCallback: slack.ActionCallbacks{BlockActions: []*slack.BlockAction{{ActionID: bot.ActionShowRaw, Value: id}}}}
 	payload, _ := json.Marshal(&ic)
 	resp, body = h.post(t, "/slack/interactions", url.Values{"payload": {string(payload)}}.Encode(), true)
-	if resp.StatusCode != 200 || !strings.Contains(body, "raw evidence") {
-		t.Fatalf("show raw: %d %s", resp.StatusCode, body)
+	if resp.StatusCode != 200 || body != "" {
+		t.Fatalf("show raw: %d %q, want an empty acknowledgement (Slack shows nothing of it)", resp.StatusCode, body)
 	}
+	h.waitResponse(t, ctx, ic.ResponseURL, "raw evidence")
 	if err := h.slack.WaitFor(ctx, func(s *slackfake.Server) bool { return len(s.Files()) == 2 }); err != nil {
 		t.Fatal("no raw evidence file")
 	}

@@ -78,6 +78,15 @@ func (b *Bot) run1(ctx context.Context, who Who, c Command, typed, responseURL s
 			return ephemeral(fmt.Sprintf(":x: filter %q: %s\nGive a tcpdump filter, e.g. \"tcp port 80\" or \"udp port 53\".", c.Filter, esc(err.Error())))
 		}
 	}
+	if ck, ok := b.opts.Diagnoser.(Checker); ok {
+		if err := ck.Check(ctx, QuestionOf(c)); err != nil {
+			b.auditText(ctx, who, typed, c.Target(), "refused: "+err.Error())
+			if !errors.Is(err, ErrQuestion) {
+				return ephemeral(":warning: " + esc(err.Error()))
+			}
+			return ephemeral(fmt.Sprintf(":x: %s\nAccepted: %s", esc(strings.TrimPrefix(err.Error(), ErrQuestion.Error()+": ")), CommandHelp))
+		}
+	}
 	j := &job{q: QuestionOf(c), command: c.String(), who: who, source: store.SourceSlack, channel: who.Channel, responseURL: responseURL}
 	if !b.submit(j) {
 		return ephemeral(":hourglass: netdiag is busy (every worker is diagnosing); ask again in a minute.")
@@ -109,7 +118,31 @@ func (b *Bot) history(ctx context.Context, who Who, c Command, typed string) Rep
 }
 
 // Interaction answers a button press: run again, capture 30 s, show raw.
+// Slack shows nothing of what the acknowledgement of a button press
+// carries, so the answer goes to the press's response_url (or, without
+// one, as an ephemeral message) and the acknowledgement is empty.
 func (b *Bot) Interaction(ctx context.Context, ic slack.InteractionCallback) Reply {
+	r := b.interaction(ctx, ic)
+	if r.Empty {
+		return r
+	}
+	go func() {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		var err error
+		if ic.ResponseURL != "" {
+			err = b.opts.Chat.Respond(actx, ic.ResponseURL, r.Msg, r.Ephemeral, false)
+		} else {
+			err = b.opts.Chat.Ephemeral(actx, ic.Channel.ID, ic.User.ID, r.Msg)
+		}
+		if err != nil {
+			b.log.Warn("answer to a button press not delivered", "user", ic.User.ID, "channel", ic.Channel.ID, "text", r.Msg.Text, "err", err)
+		}
+	}()
+	return Reply{Empty: true}
+}
+
+func (b *Bot) interaction(ctx context.Context, ic slack.InteractionCallback) Reply {
 	who := Who{User: ic.User.ID, Channel: ic.Channel.ID}
 	if ic.Type != slack.InteractionTypeBlockActions || len(ic.ActionCallback.BlockActions) == 0 {
 		return Reply{Empty: true}

@@ -55,6 +55,14 @@ type Diagnoser interface {
 	Diagnose(ctx context.Context, q Question, progress func(step string)) (*Answer, error)
 }
 
+// Checker is a Diagnoser that can tell at once, from what it already knows
+// (the lab's state, the cluster's informers), whether a question names
+// things that exist. The bot asks it before acknowledging, so a typo gets
+// its answer in the acknowledgement rather than a failure in the channel.
+type Checker interface {
+	Check(ctx context.Context, q Question) error
+}
+
 // ErrQuestion marks a question that cannot be answered as asked (no such
 // pod, a bad destination); its text says why and what exists. The bot shows
 // it to the user rather than as a failure of its own.

@@ -55,8 +55,17 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 				name = h
 			}
 		}
+		// A mapping applies only when the alert fills all its
+		// placeholders: a half-filled `to` would aim at something else.
+		to, ok := expand(r.To, labels)
+		if !ok {
+			continue
+		}
+		dns, ok := expand(r.DNS, labels)
+		if !ok {
+			continue
+		}
 		text := kind + " " + name
-		to, _ := expand(r.To, labels)
 		if v := annotations["netdiag_to"]; v != "" {
 			to = v
 		}
@@ -64,8 +73,8 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 			text += " to " + to
 		}
 		var names []string
-		if d, ok := expand(r.DNS, labels); ok && d != "" {
-			names = append(names, d)
+		if dns != "" {
+			names = append(names, dns)
 		}
 		if v := annotations["netdiag_dns"]; v != "" {
 			names = append(names, v)

@@ -20,20 +20,9 @@ const maxSlackBody = 256 << 10
 func (b *Bot) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/alertmanager", b.handleAlertmanager)
-	mux.HandleFunc("/slack/commands", b.slackHandler("commands", func(r *http.Request, form url.Values, body []byte) (Reply, error) {
-		sc, err := slack.SlashCommandParse(withBody(r, body))
-		if err != nil {
-			return Reply{}, err
-		}
-		return b.Command(r.Context(), sc), nil
-	}))
-	mux.HandleFunc("/slack/interactions", b.slackHandler("interactions", func(r *http.Request, form url.Values, body []byte) (Reply, error) {
-		var ic slack.InteractionCallback
-		if err := json.Unmarshal([]byte(form.Get("payload")), &ic); err != nil {
-			return Reply{}, fmt.Errorf("payload: %w", err)
-		}
-		return b.Interaction(r.Context(), ic), nil
-	}))
+	if b.opts.SigningSecret != "" {
+		b.slackRoutes(mux)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -52,6 +41,26 @@ func (b *Bot) Handler() http.Handler {
 	})
 	mux.Handle("/metrics", b.metrics.Handler())
 	return mux
+}
+
+// slackRoutes are the endpoints Slack posts to in HTTP mode. Without a
+// signing secret (Socket Mode) there are none: nothing could tell Slack's
+// requests from anyone else's.
+func (b *Bot) slackRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("/slack/commands", b.slackHandler("commands", func(r *http.Request, form url.Values, body []byte) (Reply, error) {
+		sc, err := slack.SlashCommandParse(withBody(r, body))
+		if err != nil {
+			return Reply{}, err
+		}
+		return b.Command(r.Context(), sc), nil
+	}))
+	mux.HandleFunc("/slack/interactions", b.slackHandler("interactions", func(r *http.Request, form url.Values, body []byte) (Reply, error) {
+		var ic slack.InteractionCallback
+		if err := json.Unmarshal([]byte(form.Get("payload")), &ic); err != nil {
+			return Reply{}, fmt.Errorf("payload: %w", err)
+		}
+		return b.Interaction(r.Context(), ic), nil
+	}))
 }
 
 func withBody(r *http.Request, body []byte) *http.Request {

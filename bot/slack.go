@@ -160,6 +160,10 @@ var (
 // of "v0:TIMESTAMP:BODY" with the signing secret, hex, after "v0=", and a
 // timestamp within 5 minutes of now (no replays).
 func VerifySlack(h http.Header, body []byte, secret string, now time.Time) error {
+	if secret == "" {
+		// An empty key is one anybody can sign with.
+		return ErrBadSignature
+	}
 	sig, ts := h.Get("X-Slack-Signature"), h.Get("X-Slack-Request-Timestamp")
 	if sig == "" || ts == "" {
 		return ErrNoSignature

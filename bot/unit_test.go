@@ -2,7 +2,11 @@ package bot
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -57,11 +61,19 @@ func TestVerifySlack(t *testing.T) {
 			}
 		})
 	}
+	// No secret (Socket Mode): a request signed with the empty key, which
+	// anyone can compute, is refused.
+	mac := hmac.New(sha256.New, nil)
+	fmt.Fprintf(mac, "v0:%s:%s", ts, body)
+	if err := VerifySlack(hdr("v0="+hex.EncodeToString(mac.Sum(nil)), ts), []byte(body), "", at); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("empty secret: got %v, want %v", err, ErrBadSignature)
+	}
 }
 
 func TestMapAlert(t *testing.T) {
 	rules := []config.AlertMapping{
 		{Match: map[string]string{"alertname": "BlackboxProbeFailed"}, Target: "pod {exported_namespace}/{exported_pod}", To: "{target}", Channel: "#shop"},
+		{Match: map[string]string{"alertname": "DNSProbeFailed"}, Target: "pod {exported_namespace}/{exported_pod}", DNS: "{query}"},
 	}
 	tests := []struct {
 		name        string
@@ -80,6 +92,11 @@ func TestMapAlert(t *testing.T) {
 		{name: "config rule first", labels: map[string]string{"alertname": "BlackboxProbeFailed", "exported_namespace": "shop", "exported_pod": "web", "target": "10.0.0.9:80", "namespace": "monitoring", "pod": "blackbox"},
 			want: "pod shop/web to 10.0.0.9:80", channel: "#shop"},
 		{name: "config rule without its labels falls through", labels: map[string]string{"alertname": "BlackboxProbeFailed", "namespace": "monitoring", "pod": "blackbox"}, want: "pod monitoring/blackbox"},
+		{name: "config rule without its to label falls through", labels: map[string]string{"alertname": "BlackboxProbeFailed", "exported_namespace": "shop", "exported_pod": "web", "namespace": "monitoring", "pod": "blackbox"},
+			want: "pod monitoring/blackbox"},
+		{name: "config rule without its dns label falls through", labels: map[string]string{"alertname": "DNSProbeFailed", "exported_namespace": "shop", "exported_pod": "web"}, reason: "no target in its labels"},
+		{name: "config rule with its dns label", labels: map[string]string{"alertname": "DNSProbeFailed", "exported_namespace": "shop", "exported_pod": "web", "query": "db.shop"},
+			want: "pod shop/web dns db.shop"},
 		{name: "nothing", labels: map[string]string{"alertname": "Watchdog", "severity": "none"}, reason: "no target in its labels (alertname, severity)"},
 		{name: "bad pod name", labels: map[string]string{"namespace": "default", "pod": "<!channel>"}, reason: "cannot diagnose"},
 		{name: "bad netdiag_to", labels: map[string]string{"namespace": "default", "pod": "web"}, ann: map[string]string{"netdiag_to": "a b"}, reason: "cannot diagnose"},

@@ -150,6 +150,9 @@ func ParseDest(s string) (*Dest, error) {
 		d.Addr = a.Unmap()
 		return d, nil
 	}
+	if numericTLD(host) {
+		return nil, fmt.Errorf("bad destination %q: %q is not an IP address (IPv4 is four numbers from 0 to 255) and a name cannot end in a number (%s)", s, host, accepted)
+	}
 	if !validHostname(host) {
 		return nil, fmt.Errorf("bad destination %q: not an IP address or a DNS name (%s)", s, accepted)
 	}
@@ -177,8 +180,28 @@ func validHostname(s string) bool {
 	return true
 }
 
+// numericTLD says whether a name's last label is all digits: no top-level
+// domain is (RFC 3696), so it is a mistyped IP address, which a resolver
+// would be asked about in vain (or ping would read as an address).
+func numericTLD(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	last := s[strings.LastIndexByte(s, '.')+1:]
+	if last == "" {
+		return false
+	}
+	for _, r := range last {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidateName checks a name given to --dns.
 func ValidateName(s string) error {
+	if numericTLD(s) {
+		return fmt.Errorf("bad DNS name %q: a name cannot end in a number (an IP address is not a name to resolve)", s)
+	}
 	if !validHostname(s) {
 		return fmt.Errorf("bad DNS name %q: letters, digits, '-' and '_' in dot-separated labels of at most 63 characters", s)
 	}

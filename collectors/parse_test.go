@@ -25,6 +25,11 @@ func TestParseDest(t *testing.T) {
 		{in: "10.0.0.5:http", wantErr: "bad port"},
 		{in: "web;rm -rf /:80", wantErr: "not an IP address or a DNS name"},
 		{in: "", wantErr: "empty destination"},
+		{in: "198.19.999.1:80", wantErr: "is not an IP address (IPv4 is four numbers"},
+		{in: "10.0.0.256", wantErr: "is not an IP address"},
+		{in: "8080", wantErr: "is not an IP address"},
+		{in: "1.2.3.4.nip.io:80", name: "1.2.3.4.nip.io", port: 80},
+		{in: "4.3.2.1.in-addr.arpa.", name: "4.3.2.1.in-addr.arpa"},
 	} {
 		d, err := ParseDest(tc.in)
 		if tc.wantErr != "" {

@@ -397,6 +397,11 @@ func (c *Config) validate(getenv func(string) string) error {
 			errs = append(errs, err)
 		}
 	}
+	// Slack answers a bot token given for the app token with an error
+	// slack-go retries for ever; say it here instead.
+	if c.Slack.Mode == "socket" && c.Slack.AppToken.Value() != "" && !strings.HasPrefix(c.Slack.AppToken.Value(), "xapp-") {
+		bad("slack.app_token: not an app-level token (they start with xapp-; make one under Basic Information, App-Level Tokens, with connections:write)")
+	}
 	if len(errs) == 0 {
 		return nil
 	}

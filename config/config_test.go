@@ -76,6 +76,7 @@ func TestErrors(t *testing.T) {
 		{"unknown field", "listen:", "lisen:", nil, []string{`unknown field "lisen"`}},
 		{"mode", "mode: http", "mode: sockets", nil, []string{`slack.mode "sockets": accepted: http`}},
 		{"socket mode without app token", "mode: http", "mode: socket", nil, []string{"slack.app_token: needed in socket mode"}},
+		{"socket mode with a bot token as app token", "mode: http", "mode: socket\n  app_token: {env: TEST_APP}", map[string]string{"TEST_SIGNING": "x", "TEST_APP": "xoxb-1"}, []string{"slack.app_token: not an app-level token (they start with xapp-"}},
 		{"signing secret env unset", "", "", map[string]string{}, []string{"slack.signing_secret: environment variable TEST_SIGNING is empty or not set"}},
 		{"secret file missing", dir + "/am", dir + "/nope", nil, []string{"alertmanager.bearer:", "no such file"}},
 		{"no webhook auth", "  bearer: {file: " + dir + "/am}\n", "", nil, []string{"alertmanager: the webhook needs bearer"}},

@@ -55,3 +55,12 @@ func (d *Diagnoser) Diagnose(ctx context.Context, q bot.Question, progress func(
 	}
 	return bot.RunRequest(ctx, req, q, run, d.PcapDir, d.Log, progress)
 }
+
+// Check resolves the question from the informers' caches, without asking
+// any node (a name in --to is resolved by the diagnosis, from the pod).
+func (d *Diagnoser) Check(ctx context.Context, q bot.Question) error {
+	if _, err := d.View.Resolve(kubeview.Question{Kind: q.Kind, Namespace: q.Namespace, Name: q.Name, To: q.To, DNS: q.DNS}); err != nil {
+		return fmt.Errorf("%w: %v", bot.ErrQuestion, err)
+	}
+	return nil
+}

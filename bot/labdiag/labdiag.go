@@ -27,6 +27,20 @@ type Diagnoser struct {
 // Diagnose answers q on the lab.
 func (d *Diagnoser) Diagnose(ctx context.Context, q bot.Question, progress func(string)) (*bot.Answer, error) {
 	progress("resolving " + q.Target())
+	req, err := d.request(q)
+	if err != nil {
+		return nil, err
+	}
+	return bot.RunRequest(ctx, req, q, diagnose.LocalRunner{}, d.PcapDir, d.Log, progress)
+}
+
+// Check resolves the question on the lab's state without running it.
+func (d *Diagnoser) Check(ctx context.Context, q bot.Question) error {
+	_, err := d.request(q)
+	return err
+}
+
+func (d *Diagnoser) request(q bot.Question) (*diagnose.Request, error) {
 	st, err := lab.GetStatus(d.Instance)
 	if err != nil {
 		return nil, fmt.Errorf("the lab: %w", err)
@@ -39,5 +53,5 @@ func (d *Diagnoser) Diagnose(ctx context.Context, q bot.Question, progress func(
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", bot.ErrQuestion, err)
 	}
-	return bot.RunRequest(ctx, req, q, diagnose.LocalRunner{}, d.PcapDir, d.Log, progress)
+	return req, nil
 }

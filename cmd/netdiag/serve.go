@@ -33,8 +33,13 @@ config's listen address:
                        auth; 2xx only once the alerts are on disk)
   /slack/commands      the slash command's Request URL (signed by Slack)
   /slack/interactions  the app's interactivity Request URL (buttons)
+                       (both only in slack.mode http)
   /healthz /readyz     liveness and readiness
   /metrics             Prometheus metrics
+
+With slack.mode socket the bot dials out to Slack instead (Socket Mode,
+slack.app_token): no public ingress is needed for Slack, only for
+Alertmanager if it runs outside the cluster.
 
 Findings, alerts, the audit log and undelivered messages live in the store
 (store.path): a restart or a Slack outage loses nothing and posts nothing
@@ -67,9 +72,6 @@ func runServe(c *cli, args []string) int {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return c.usageError("serve", "%v", err)
-	}
-	if cfg.Slack.Mode == "socket" {
-		return c.usageError("serve", "slack.mode socket is not built yet: use mode http")
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -181,7 +183,15 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 			errs <- err
 		}
 	}()
-	c.log.Info("netdiag bot listening", "addr", ln.Addr().String(), "store", st.Path(), "lab", cfg.Diagnose.Lab, "digests", len(cfg.Digests), "access_rules", len(cfg.Access))
+	if cfg.Slack.Mode == "socket" {
+		go func() {
+			err := b.RunSocket(ctx, bot.SocketOptions{AppToken: cfg.Slack.AppToken.Value(), BotToken: cfg.Slack.BotToken.Value(), APIURL: cfg.Slack.APIURL})
+			if err != nil {
+				errs <- fmt.Errorf("slack socket mode: %w", err)
+			}
+		}()
+	}
+	c.log.Info("netdiag bot listening", "addr", ln.Addr().String(), "slack_mode", cfg.Slack.Mode, "store", st.Path(), "lab", cfg.Diagnose.Lab, "digests", len(cfg.Digests), "access_rules", len(cfg.Access))
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
