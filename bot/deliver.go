@@ -351,8 +351,8 @@ func (d *Deliverer) finding(ctx context.Context, w *channelWorker, m *store.Mess
 		if err := d.pace(ctx, w); err != nil {
 			return err
 		}
-		if len(text) <= maxThreadText {
-			_, err = d.Chat.Post(ctx, m.Channel, details, PlainMsg("```"+esc(text)+"```"))
+		if msg, whole := Preformatted(text, ""); whole {
+			_, err = d.Chat.Post(ctx, m.Channel, details, msg)
 		} else {
 			err = d.Chat.Upload(ctx, m.Channel, details, "finding-"+rec.ID+".txt", "evidence of finding "+rec.ID, []byte(text))
 		}

@@ -18,6 +18,7 @@ type digestMsg struct {
 	Text      string `json:"text"`
 	Chart     []byte `json:"chart,omitempty"`
 	TS        string `json:"ts,omitempty"`
+	FileDone  bool   `json:"file_done,omitempty"`
 	ChartDone bool   `json:"chart_done,omitempty"`
 }
 
@@ -54,11 +55,25 @@ func (d *Deliverer) digest(ctx context.Context, w *channelWorker, m *store.Messa
 		if err := d.pace(ctx, w); err != nil {
 			return err
 		}
-		ts, err := d.Chat.Post(ctx, m.Channel, "", PlainMsg("```"+esc(dm.Text)+"```"))
+		msg, whole := Preformatted(dm.Text, "_The whole digest is in the thread, as a file._")
+		ts, err := d.Chat.Post(ctx, m.Channel, "", msg)
 		if err != nil {
 			return err
 		}
-		dm.TS = ts
+		dm.TS, dm.FileDone = ts, whole
+		if err := d.save(ctx, m, dm); err != nil {
+			return err
+		}
+	}
+	if !dm.FileDone {
+		if err := d.pace(ctx, w); err != nil {
+			return err
+		}
+		name := "digest-" + time.Now().UTC().Format("2006-01-02") + ".txt"
+		if err := d.Chat.Upload(ctx, m.Channel, dm.TS, name, "the whole digest", []byte(dm.Text)); err != nil {
+			return err
+		}
+		dm.FileDone = true
 		if err := d.save(ctx, m, dm); err != nil {
 			return err
 		}

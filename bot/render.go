@@ -15,11 +15,8 @@ const (
 	maxSectionText = 3000
 	maxHeaderText  = 150
 	maxButtonValue = 2000
-	// maxThreadText is the longest evidence posted as a message; longer
-	// evidence goes into the thread as a file.
-	maxThreadText = 3500
-	keyEvidence   = 5
-	keySteps      = 3
+	keyEvidence    = 5
+	keySteps       = 3
 )
 
 // Msg is a chat message: text (the notification and fallback) and blocks.
@@ -132,8 +129,24 @@ func FindingMsg(f *diagnose.Finding, id, command, capturePod string, inThread bo
 	return Msg{Text: clip(text, maxSectionText), Blocks: blocks}
 }
 
+// Preformatted shows text as a code block. When the block does not fit in a
+// message, it holds the lines that do and then note, and whole is false:
+// the caller posts the text as a file too, so nothing is cut away unseen.
+func Preformatted(text, note string) (m Msg, whole bool) {
+	body := esc(text)
+	if len("```"+body+"```") <= maxSectionText {
+		return PlainMsg("```" + body + "```"), true
+	}
+	tail := "```\n" + note
+	head := clip(body, max(0, maxSectionText-len("```")-len(tail)))
+	if i := strings.LastIndexByte(head, '\n'); i > 0 {
+		head = head[:i+1]
+	}
+	return PlainMsg("```" + head + tail), false
+}
+
 // EvidenceText is the whole finding as text, for the thread: as a message
-// when short, else as a file (see maxThreadText).
+// when it fits (Preformatted), else as a file.
 func EvidenceText(f *diagnose.Finding) string {
 	var b bytes.Buffer
 	f.WriteText(&b)

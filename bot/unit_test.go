@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/netdiag/netdiag/config"
 )
@@ -169,5 +170,44 @@ func TestAccess(t *testing.T) {
 	}
 	if err := (&Access{}).Allow(ctx, Who{"U1", "C1"}, "pod", "default"); err == nil {
 		t.Error("no rules allowed something")
+	}
+}
+
+func TestPreformatted(t *testing.T) {
+	long := strings.Repeat("line of evidence <b>\n", 400)
+	tests := []struct {
+		name, text string
+		whole      bool
+	}{
+		{"short", "ping: 5/5 received\n", true},
+		{"just fits", strings.Repeat("x", maxSectionText-6), true},
+		{"escaping makes it too long", strings.Repeat("<", maxSectionText/4), false},
+		{"many lines", long, false},
+		{"one long line of runes", strings.Repeat("é", 4000), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, whole := Preformatted(tt.text, "_more in a file_")
+			if whole != tt.whole {
+				t.Fatalf("whole %v, want %v", whole, tt.whole)
+			}
+			if len(m.Text) > maxSectionText || !utf8.ValidString(m.Text) {
+				t.Fatalf("%d bytes (limit %d), valid UTF-8 %v", len(m.Text), maxSectionText, utf8.ValidString(m.Text))
+			}
+			if !strings.HasPrefix(m.Text, "```") {
+				t.Errorf("not a code block: %.40q", m.Text)
+			}
+			if whole && m.Text != "```"+esc(tt.text)+"```" {
+				t.Errorf("a text that fits was changed: %.80q", m.Text)
+			}
+			if !whole {
+				if !strings.HasSuffix(m.Text, "```\n_more in a file_") {
+					t.Errorf("the note is not at the end: %q", m.Text[len(m.Text)-60:])
+				}
+				if strings.Contains(tt.text, "\n") && !strings.HasSuffix(strings.TrimSuffix(m.Text, "```\n_more in a file_"), "\n") {
+					t.Errorf("cut inside a line")
+				}
+			}
+		})
 	}
 }

@@ -1,13 +1,22 @@
 package bot_test
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netdiag/netdiag/bot"
+	"github.com/netdiag/netdiag/bot/labdiag"
 	"github.com/netdiag/netdiag/config"
+	"github.com/netdiag/netdiag/internal/amtest"
+	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/lab"
+	"github.com/netdiag/netdiag/store"
 )
 
 // What the webhook refuses, and that a refused notification records
@@ -60,5 +69,80 @@ func TestWebhookRefuses(t *testing.T) {
 	resp.Body.Close()
 	if open, _ := h.store.OpenAlerts(t.Context()); len(open) != 1 {
 		t.Fatalf("%d alerts recorded, want 1", len(open))
+	}
+}
+
+// The store fails under a running bot: the webhook answers 500, so that
+// Alertmanager keeps the notification and sends it again; the bot
+// restarted on its store records it and opens the group's thread. Nothing
+// is lost.
+func TestWebhookStoreDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "netdiag.db")
+	fake := slackfake.New(t)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	run := func(st *store.Store, ln net.Listener) (stop func()) {
+		b, err := bot.New(bot.Options{Store: st, Chat: bot.NewSlackChat(fake.BotToken(), fake.APIURL()),
+			Diagnoser: &labdiag.Diagnoser{Instance: "unused", Log: log}, DefaultChannel: channel,
+			Alertmanager: config.Alertmanager{Bearer: config.NewSecret("tok")}, Pace: 10 * time.Millisecond, Log: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bctx, bcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { b.Run(bctx); close(done) }()
+		srv := &http.Server{Handler: b.Handler()}
+		go srv.Serve(ln)
+		return func() { srv.Close(); bcancel(); <-done }
+	}
+	st1, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	stop1 := run(st1, ln)
+	st1.Close() // the bot's store is gone from under it
+
+	am := amtest.Start(t, amtest.Options{ReceiverURL: "http://" + addr + "/alertmanager", Bearer: "tok", GroupBy: []string{"alertname"}})
+	err = am.PostAlerts(ctx, amtest.Alert{Labels: map[string]string{"alertname": "PodCannotReachBackend", "namespace": "default", "pod": "client"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, func() bool { return strings.Contains(am.Log(), "unexpected status code 500") }); err != nil {
+		t.Fatalf("Alertmanager was not answered 500:\n%s", am.Log())
+	}
+	stop1()
+	t.Logf("Alertmanager was answered 500:\n%s", am.Log())
+
+	// Restarted on the same store, at the same address.
+	st2, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2 := run(st2, ln2)
+	defer stop2()
+	if err := waitFor(ctx, func() bool { open, _ := st2.OpenAlerts(ctx); return len(open) == 1 }); err != nil {
+		t.Fatalf("Alertmanager's retry was not recorded:\n%s", am.Log())
+	}
+	err = fake.WaitFor(ctx, func(s *slackfake.Server) bool {
+		for _, m := range s.Messages() {
+			if m.ThreadTS == "" && strings.Contains(m.Text, "alertname=PodCannotReachBackend") {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no thread for the group: %v%s", err, dump(fake.Messages()))
 	}
 }
