@@ -2,10 +2,16 @@ package bot_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/netdiag/netdiag/config"
 	"github.com/netdiag/netdiag/internal/amtest"
@@ -163,6 +169,76 @@ func TestAlertmanagerToThread(t *testing.T) {
 	if total != 2 {
 		t.Errorf("%d finding summaries posted, want 2:%s", total, dump(h.slack.Messages()))
 	}
+
+	// /metrics says the same.
+	m := scrape(t, h.server.URL+"/metrics")
+	for _, w := range []struct {
+		series string
+		min    float64
+		max    float64
+	}{
+		{`netdiag_alerts_total{result="diagnosing"}`, 3, 3}, // client, node-b, ghost
+		{`netdiag_alerts_total{result="cooldown"}`, 1, 1},
+		{`netdiag_alerts_total{result="unmapped"}`, 1, 1},
+		{`netdiag_alerts_total{result="resolved"}`, 5, 5},
+		{`netdiag_diagnoses_total{cause="firewall",class="port-unreachable",source="alert"}`, 1, 1},
+		{`netdiag_diagnosis_failures_total{source="alert"}`, 1, 1},
+		{`netdiag_diagnosis_duration_seconds_count{source="alert"}`, 2, 2},
+		{`netdiag_requests_total{code="Unauthorized",handler="alertmanager"}`, 1, 1e9},
+		{`netdiag_requests_total{code="OK",handler="alertmanager"}`, 2, 1e9},
+		{`netdiag_slack_api_errors_total`, 1, 1e9}, // the outage, summed over kinds
+		{`netdiag_messages_given_up_total`, 0, 0},
+		{`netdiag_queue_depth`, 0, 0},
+	} {
+		v, ok := m[w.series]
+		if !ok && w.min == 0 {
+			ok = true // a vector with no series yet counts nothing
+		}
+		if !ok || v < w.min || v > w.max {
+			t.Errorf("%s = %v (present %v), want %v to %v", w.series, v, ok, w.min, w.max)
+		}
+	}
+}
+
+// scrape reads a Prometheus text page into series -> value; a name alone
+// sums its series.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	out := map[string]float64{}
+	add := func(name string, labels []*dto.LabelPair, v float64) {
+		var ls []string
+		for _, l := range labels {
+			ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+		}
+		sort.Strings(ls)
+		if len(ls) > 0 {
+			out[name+"{"+strings.Join(ls, ",")+"}"] = v
+		}
+		out[name] += v
+	}
+	for name, f := range fams {
+		for _, mt := range f.GetMetric() {
+			switch {
+			case mt.Counter != nil:
+				add(name, mt.GetLabel(), mt.GetCounter().GetValue())
+			case mt.Gauge != nil:
+				add(name, mt.GetLabel(), mt.GetGauge().GetValue())
+			case mt.Histogram != nil:
+				add(name+"_count", mt.GetLabel(), float64(mt.GetHistogram().GetSampleCount()))
+			}
+		}
+	}
+	return out
 }
 
 // headers maps alert group names to the message that opened their thread.
