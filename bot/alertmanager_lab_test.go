@@ -123,6 +123,20 @@ func TestAlertmanagerToThread(t *testing.T) {
 	if node := h.slack.Thread(channel, threads["NodeNetworkErrors"].TS); count(node, "healthy/") == 0 {
 		t.Errorf("node-b's self-check is not healthy:%s", dump(node))
 	}
+	// and what it ruled out is said of the node, not of a pod.
+	recs, err := h.store.History(ctx, store.HistoryQuery{TargetPrefix: "node node-b"})
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("node-b's findings: %d, %v", len(recs), err)
+	}
+	if rec, err := h.store.Finding(ctx, recs[0].ID, false); err != nil {
+		t.Fatal(err)
+	} else {
+		var b strings.Builder
+		rec.Finding.WriteText(&b)
+		if !strings.Contains(b.String(), "the node's resolv.conf") || strings.Contains(b.String(), "pod's") {
+			t.Errorf("node-b's finding speaks of a pod:\n%s", b.String())
+		}
+	}
 	pod := h.slack.Thread(channel, threads["PodCannotReachBackend"].TS)
 	if n := summaries(pod); n != 1 {
 		t.Errorf("the group's thread has %d findings, want 1 (two alerts, one target):%s", n, dump(pod))

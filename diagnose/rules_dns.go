@@ -52,8 +52,12 @@ func ruleDNSConfig(f *facts) outcome {
 	if f.dns == nil || f.resolv == nil {
 		return notApplicable
 	}
+	whose := "the pod's"
+	if f.req.SourceIsNode() {
+		whose = "the node's"
+	}
 	if len(f.dns.Failed()) == 0 {
-		return ruledOut("every name resolved with the pod's resolv.conf")
+		return ruledOut("every name resolved with %s resolv.conf (%s)", whose, f.resolv.Path)
 	}
 	c := f.req.Cluster
 	var problems []Observation
