@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,18 +14,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netdiag/netdiag/bot"
+	"github.com/netdiag/netdiag/bot/kubediag"
 	"github.com/netdiag/netdiag/collectors/agent"
 	"github.com/netdiag/netdiag/collectors/agent/remote"
 	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/config"
 	"github.com/netdiag/netdiag/diagnose"
 	"github.com/netdiag/netdiag/diagnose/kubeview"
 	"github.com/netdiag/netdiag/diagnose/sweep"
 	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/internal/procfs"
+	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/containerd"
 	"github.com/netdiag/netdiag/lab/kubelet"
 	"github.com/netdiag/netdiag/lab/labtest"
+	"github.com/netdiag/netdiag/store"
+	"github.com/slack-go/slack"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -264,6 +269,72 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the bot on the cluster: a slash command answered through the agents", func(t *testing.T) {
+		// As `netdiag serve` runs without diagnose.lab: the view and the
+		// agents' caller behind kubediag.
+		view := kubeview.New(admin, kubeview.Options{})
+		if err := view.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer view.Stop()
+		caller, err := remote.NewCaller(kc.Admin, "", 9443, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer caller.Close()
+		fake := slackfake.New(t)
+		st, err := store.Open(ctx, filepath.Join(t.TempDir(), "netdiag.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		b, err := bot.New(bot.Options{Store: st, Chat: bot.NewSlackChat(fake.BotToken(), fake.APIURL()),
+			Diagnoser: &kubediag.Diagnoser{View: view, Caller: caller, PcapDir: t.TempDir()},
+			Access:    &bot.Access{Rules: []config.AccessRule{{Users: []string{"U0SRE"}, Verbs: config.Verbs, Namespaces: []string{"*"}}}},
+			Capture:   time.Second, Pace: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bctx, bcancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { b.Run(bctx); close(done) }()
+		defer func() { bcancel(); <-done }()
+		ask := func(text string) string {
+			r := b.Command(ctx, slack.SlashCommand{Command: "/netdiag", Text: text, UserID: "U0SRE", ChannelID: "C0NETOPS", ResponseURL: fake.NewResponseURL()})
+			return r.Msg.Text
+		}
+		// A typo is answered at once, from the informers, with near names.
+		if got := ask("pod default/clinet to svc/default/web:80"); !strings.Contains(got, "not found") || !strings.Contains(got, "client") {
+			t.Errorf("a mistyped pod: %q", got)
+		}
+		if got := ask("pod default/client to svc/default/web:80"); !strings.Contains(got, "diagnosing pod default/client") {
+			t.Fatalf("ack: %q", got)
+		}
+		var sum slackfake.Message
+		err = fake.WaitFor(ctx, func(s *slackfake.Server) bool {
+			for _, m := range s.Messages() {
+				if strings.Contains(m.Latest().Text, "healthy/") && strings.Contains(m.Latest().Text, "confidence") {
+					sum = m
+					return len(s.Files()) == 1
+				}
+			}
+			return false
+		})
+		if err != nil {
+			t.Fatalf("no healthy finding with its pcap in the channel: %v", err)
+		}
+		collecting := false
+		for _, u := range sum.Updates {
+			collecting = collecting || strings.Contains(u.Text, "collecting on "+node.Name)
+		}
+		if !collecting {
+			t.Errorf("the progress never said it was collecting on %s", node.Name)
+		}
+		if f := fake.Files()[0]; f.ThreadTS != sum.TS || len(f.Bytes) <= 24 {
+			t.Errorf("pcap %s (%d bytes) in thread %q, want a capture in %s", f.Name, len(f.Bytes), f.ThreadTS, sum.TS)
+		}
+		t.Logf("the bot on the cluster: %s", sum.Latest().Text)
+	})
 	t.Run("a sweep of every node through its agent", func(t *testing.T) {
 		// As the bot sweeps for a digest: the view finds the nodes and a
 		// pod on each, each node's agent runs its cells.
@@ -281,14 +352,7 @@ func TestDiagnoseThroughAgents(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer caller.Close()
-		run := &agent.Runner{Site: func(node string) (diagnose.Site, error) {
-			p, err := view.Agent(node)
-			if err != nil {
-				return nil, fmt.Errorf("%v (%w)", err, agent.ErrUnreachableNode(node))
-			}
-			return caller.Site(ctx, node, p.Namespace, p.Name, p.IPs[0])
-		}}
-		tab := sweep.Run(ctx, &diagnose.Engine{Runner: run}, nodes, sweep.Options{Cluster: shared, OutsideName: st.OutsideName})
+		tab := sweep.Run(ctx, &diagnose.Engine{Runner: kubediag.Runner(ctx, view, caller)}, nodes, sweep.Options{Cluster: shared, OutsideName: st.OutsideName})
 		for _, r := range tab.Rows {
 			for _, c := range r.Cells {
 				if c.Result != "ok" {
