@@ -192,12 +192,11 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 		}()
 	}
 	c.log.Info("netdiag bot listening", "addr", ln.Addr().String(), "slack_mode", cfg.Slack.Mode, "store", st.Path(), "lab", cfg.Diagnose.Lab, "digests", len(cfg.Digests), "access_rules", len(cfg.Access))
+	var stopErr error
 	select {
 	case <-ctx.Done():
-	case err := <-errs:
-		if err != nil {
-			c.log.Error("stopping", "err", err)
-		}
+	case stopErr = <-errs:
+		c.log.Error("stopping", "err", stopErr)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
@@ -205,5 +204,5 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 	cancel()
 	<-botDone // running diagnoses end within diagnose.timeout
 	c.log.Info("netdiag bot stopped")
-	return nil
+	return stopErr
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
+	"github.com/slack-go/slack"
 )
 
 // syncBuffer is a process's output, read while it runs.
@@ -204,5 +205,62 @@ diagnose: {lab: %q, capture: 0s}
 	}
 	if len(summaries) != 2 || len(headers) != 2 {
 		t.Fatalf("%d summaries and %d thread headers, want 2 and 2:\n%s\n%s", len(summaries), len(headers), strings.Join(summaries, "\n"), strings.Join(headers, "\n"))
+	}
+}
+
+// `netdiag serve` with slack.mode socket: the bot dials Slack, a slash
+// command comes over the websocket, and there is no /slack endpoint to
+// post to; a wrong app token stops it with what to fix.
+func TestServeSocketMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fake := slackfake.New(t)
+	dir := t.TempDir()
+	write := func(appToken string) string {
+		os.WriteFile(filepath.Join(dir, "bot"), []byte(fake.BotToken()), 0o600)
+		os.WriteFile(filepath.Join(dir, "app"), []byte(appToken), 0o600)
+		os.WriteFile(filepath.Join(dir, "bearer"), []byte("am-token"), 0o600)
+		addr := freePort(t)
+		cfg := fmt.Sprintf(`listen: %q
+store: {path: %q}
+slack:
+  mode: socket
+  bot_token: {file: %q}
+  app_token: {file: %q}
+  default_channel: C0ALERTS
+  api_url: %q
+alertmanager:
+  bearer: {file: %q}
+diagnose: {lab: ndl-unused}
+`, addr, filepath.Join(dir, "netdiag.db"), filepath.Join(dir, "bot"), filepath.Join(dir, "app"), fake.APIURL(), filepath.Join(dir, "bearer"))
+		os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o600)
+		return "http://" + addr
+	}
+	url := write(fake.AppToken())
+	out, kill := startServe(t, filepath.Join(dir, "config.yaml"))
+	if err := waitHTTP(ctx, url+"/readyz"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ack, err := fake.SendSlashCommand(ctx, slack.SlashCommand{Command: "/netdiag", Text: "help", UserID: "U0SRE", ChannelID: "C0ALERTS"})
+	if err != nil || !strings.Contains(string(ack), "finds out why a pod") {
+		t.Fatalf("help over the socket: %v %s\n%s", err, ack, out)
+	}
+	resp, err := http.Post(url+"/slack/commands", "application/x-www-form-urlencoded", strings.NewReader("text=help"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/slack/commands in socket mode answered %d, want 404", resp.StatusCode)
+	}
+	kill()
+
+	write("xapp-1-revoked")
+	self, _ := os.Executable()
+	cmd := exec.CommandContext(ctx, self, "serve", "--config", filepath.Join(dir, "config.yaml"))
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	b, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(b), "slack refused the app token") || !strings.Contains(string(b), "connections:write") {
+		t.Fatalf("a revoked app token: %v, exit %v\n%s", err, cmd.ProcessState, b)
 	}
 }
