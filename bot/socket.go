@@ -70,8 +70,7 @@ func isAuthError(err error) bool {
 	return false
 }
 
-// socketEvents acknowledges each request with the reply the HTTP endpoint
-// would have written: Slack shows it as it would the HTTP response.
+// socketEvents handles what arrives over the websocket.
 func (b *Bot) socketEvents(ctx context.Context, client *socketmode.Client, connected func()) {
 	for {
 		var evt socketmode.Event
@@ -88,20 +87,8 @@ func (b *Bot) socketEvents(ctx context.Context, client *socketmode.Client, conne
 			}
 		case socketmode.EventTypeConnectionError, socketmode.EventTypeIncomingError, socketmode.EventTypeErrorWriteFailed:
 			b.log.Warn("slack socket mode", "event", string(evt.Type), "err", evt.Data)
-		case socketmode.EventTypeSlashCommand:
-			sc, ok := evt.Data.(slack.SlashCommand)
-			if !ok || evt.Request == nil {
-				b.metrics.request("socket_commands", http.StatusBadRequest)
-				continue
-			}
-			b.ack(ctx, client, evt.Request, "socket_commands", b.Command(ctx, sc))
-		case socketmode.EventTypeInteractive:
-			ic, ok := evt.Data.(slack.InteractionCallback)
-			if !ok || evt.Request == nil {
-				b.metrics.request("socket_interactions", http.StatusBadRequest)
-				continue
-			}
-			b.ack(ctx, client, evt.Request, "socket_interactions", b.Interaction(ctx, ic))
+		case socketmode.EventTypeSlashCommand, socketmode.EventTypeInteractive:
+			b.socketRequest(ctx, client, evt)
 		case socketmode.EventTypeEventsAPI:
 			// netdiag subscribes to no events; acknowledge so Slack does not retry.
 			if evt.Request != nil {
@@ -109,6 +96,31 @@ func (b *Bot) socketEvents(ctx context.Context, client *socketmode.Client, conne
 			}
 		}
 	}
+}
+
+// socketRequest answers a slash command or a button press with the reply
+// the HTTP endpoint would have written: Slack shows it as it would the HTTP
+// response.
+func (b *Bot) socketRequest(ctx context.Context, client *socketmode.Client, evt socketmode.Event) {
+	handler, r, ok := "socket_commands", Reply{}, evt.Request != nil
+	switch d := evt.Data.(type) {
+	case slack.SlashCommand:
+		if ok {
+			r = b.Command(ctx, d)
+		}
+	case slack.InteractionCallback:
+		handler = "socket_interactions"
+		if ok {
+			r = b.Interaction(ctx, d)
+		}
+	default:
+		ok = false
+	}
+	if !ok {
+		b.metrics.request(handler, http.StatusBadRequest)
+		return
+	}
+	b.ack(ctx, client, evt.Request, handler, r)
 }
 
 func (b *Bot) ack(ctx context.Context, client *socketmode.Client, req *socketmode.Request, handler string, r Reply) {
