@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -164,9 +163,11 @@ func (b *Bot) Ready() <-chan struct{} { return b.ready }
 // being diagnosed, or the queue is full (an alert's job is then picked up
 // by the next recovery).
 func (b *Bot) submit(j *job) bool {
+	// Read before the job is on the queue: from then on a worker owns it.
+	target := j.q.Target()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if (j.findingID != "" && b.inflight[j.findingID]) || (j.source == store.SourceAlert && b.inflight[j.q.Target()]) {
+	if (j.findingID != "" && b.inflight[j.findingID]) || (j.source == store.SourceAlert && b.inflight[target]) {
 		return false
 	}
 	select {
@@ -177,7 +178,7 @@ func (b *Bot) submit(j *job) bool {
 	if j.findingID != "" {
 		b.inflight[j.findingID] = true
 	}
-	b.inflight[j.q.Target()] = true
+	b.inflight[target] = true
 	return true
 }
 
@@ -273,7 +274,7 @@ func (b *Bot) run(ctx context.Context, j *job) {
 		return
 	}
 	if ans.Finding.Pcap != nil {
-		defer os.Remove(*ans.Finding.Pcap)
+		defer RemovePcaps(*ans.Finding.Pcap)
 	}
 	f := ans.Finding
 	b.metrics.diagnosed(f.Class, f.Cause, j.source, time.Since(start))
@@ -294,7 +295,11 @@ func (b *Bot) run(ctx context.Context, j *job) {
 	msg := &store.Message{ID: id, Channel: j.channel, Kind: kindFinding, Payload: payload}
 	pcap := ""
 	if f.Pcap != nil {
+		// The file goes into the store and then into the thread under
+		// this name; the path on the bot's disk is gone by then.
 		pcap = *f.Pcap
+		name := pcapName(id)
+		f.Pcap = &name
 	}
 	if err := b.opts.Store.Record(ctx, rec, pcap, msg); err != nil {
 		log.Error("could not store the finding; it is lost unless asked again", "err", err)

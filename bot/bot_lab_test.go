@@ -231,6 +231,11 @@ func TestSlashCommandOnLab(t *testing.T) {
 	if err != nil || rec.Source != store.SourceSlack || rec.Requester != sre || rec.Channel != channel {
 		t.Fatalf("stored finding %+v: %v", rec, err)
 	}
+	// The evidence names the pcap as the thread has it, not a path on the
+	// bot's disk.
+	if rec.Finding.Pcap == nil || *rec.Finding.Pcap != f.Name {
+		t.Errorf("the finding's pcap is %v, want %s", rec.Finding.Pcap, f.Name)
+	}
 
 	// Show raw: the raw evidence as a file in the thread.
 	ic := slack.InteractionCallback{Type: slack.InteractionTypeBlockActions, User: slack.User{ID: sre}, Channel: slack.Channel{GroupConversation: slack.GroupConversation{Conversation: slack.Conversation{ID: channel}}},

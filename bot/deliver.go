@@ -370,7 +370,7 @@ func (d *Deliverer) finding(ctx context.Context, w *channelWorker, m *store.Mess
 			if err := d.pace(ctx, w); err != nil {
 				return err
 			}
-			if err := d.Chat.Upload(ctx, m.Channel, details, "finding-"+rec.ID+".pcap", "capture of finding "+rec.ID+" (open with Wireshark)", pcap); err != nil {
+			if err := d.Chat.Upload(ctx, m.Channel, details, pcapName(rec.ID), "capture of finding "+rec.ID+" (open with Wireshark)", pcap); err != nil {
 				return err
 			}
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -426,3 +426,6 @@ func (d *Deliverer) text(ctx context.Context, w *channelWorker, m *store.Message
 	_, err := d.Chat.Post(ctx, m.Channel, thread, PlainMsg(t.Text))
 	return err
 }
+
+// pcapName is a finding's capture as the thread shows it.
+func pcapName(findingID string) string { return "finding-" + findingID + ".pcap" }

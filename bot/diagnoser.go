@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/netdiag/netdiag/collectors"
 	"github.com/netdiag/netdiag/diagnose"
 )
 
@@ -82,9 +83,7 @@ func RunRequest(ctx context.Context, req *diagnose.Request, q Question, runner d
 		req.Pcap = f.Name()
 	}
 	fail := func(err error) (*Answer, error) {
-		if req.Pcap != "" {
-			os.Remove(req.Pcap)
-		}
+		RemovePcaps(req.Pcap)
 		return nil, err
 	}
 	if err := req.Validate(); err != nil {
@@ -96,4 +95,15 @@ func RunRequest(ctx context.Context, req *diagnose.Request, q Question, runner d
 		return fail(err)
 	}
 	return &Answer{Finding: f, Node: req.Source.Node}, nil
+}
+
+// RemovePcaps removes a diagnosis's capture files once they are stored: the
+// source's and the one each other scope wrote next to it.
+func RemovePcaps(path string) {
+	if path == "" {
+		return
+	}
+	for _, s := range []collectors.Scope{collectors.ScopeSource, collectors.ScopePeer, collectors.ScopeNode} {
+		os.Remove(collectors.PcapFile(path, s))
+	}
 }

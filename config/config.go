@@ -35,8 +35,8 @@ type Config struct {
 
 // Diagnose says where and how many diagnoses run.
 type Diagnose struct {
-	// Lab, when set, answers on the fault lab of that instance ("default"
-	// for the default one) instead of a cluster: the demo and the tests.
+	// Lab, when set, answers on the fault lab of that instance (`netdiag
+	// lab up` makes "demo") instead of a cluster: the demo and the tests.
 	Lab string `json:"lab"`
 	// Workers is how many diagnoses run at once (default 2).
 	Workers int `json:"workers"`

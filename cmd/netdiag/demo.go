@@ -11,19 +11,32 @@ import (
 	"github.com/netdiag/netdiag/lab"
 )
 
-const demoUsage = `Usage: netdiag demo [--instance NAME] [--fault NAME]... [--keep]
+const demoUsage = `Usage: netdiag demo [--instance NAME] [--fault NAME]... [--keep] [--no-bot]
 
 Runs the main job end to end on this machine, no cluster and no Slack account
 needed: builds the fault lab (a two-node flannel/kube-proxy cluster network in
 network namespaces), shows its map, diagnoses the healthy lab, then for each
 fault injects it, diagnoses it from the pod it hurts exactly as
 'netdiag diagnose --lab' does, prints the finding as a person reads it, and
-heals it; finally removes the lab. Prints how long building and removing the
-lab took. Needs root.
+heals it.
+
+Then it shows the bot: with fault port-firewall in the lab, it runs the bot
+as 'netdiag serve' runs it on the lab (diagnose.lab), a real Alertmanager
+(v0.28.1, which ./scripts/install-deps installs) whose webhook receiver is the
+bot, and the Slack test server in Slack's place, all on 127.0.0.1. It posts
+an alert for default/client to Alertmanager, prints the alert's thread as the
+channel shows it (the alert, the finding, its evidence, the pcap) and how long
+each step took, then resolves the alert and prints the thread's update. It
+stops them all and removes their files, also on Ctrl-C or a failure.
+--no-bot leaves this part out.
+
+Finally removes the lab. Prints how long building and removing the lab took.
+Needs root.
 
 Examples:
   netdiag demo
   netdiag demo --fault mtu-blackhole --fault loopback-only
+  netdiag demo --no-bot      # the diagnoses only
   netdiag demo --keep        # leave the lab up afterwards to explore it
 `
 
@@ -36,6 +49,7 @@ func runDemo(c *cli, args []string) int {
 	var faults stringList
 	fs.Var(&faults, "fault", "fault to show (repeatable; default: the seed incidents)")
 	keep := fs.Bool("keep", false, "leave the lab up at the end")
+	noBot := fs.Bool("no-bot", false, "leave out the bot part (Alertmanager, the bot, the Slack test server)")
 	if _, code, err := c.parse(fs, args); err != nil {
 		return code
 	}
@@ -52,6 +66,12 @@ func runDemo(c *cli, args []string) int {
 	}
 	if !needRoot(c, "demo") {
 		return exitInternal
+	}
+	if !*noBot {
+		// Before the lab is built: a missing Alertmanager is said at once.
+		if err := checkDemoBot(); err != nil {
+			return c.failure("demo", err)
+		}
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -167,6 +187,11 @@ func runDemo(c *cli, args []string) int {
 		f, _ := lab.FaultByName("not-listening-v6")
 		fmt.Fprintf(w, "\n== dual-stack: the same question, a fault of one family\n\n-- fault %s (must read %s/%s)\n   %s\n", f.Name, f.Class, f.Cause, f.Summary)
 		if err := fault(f.Name, f.Diagnose, false); err != nil {
+			return fail(err)
+		}
+	}
+	if !*noBot {
+		if err := runDemoBot(ctx, c, *inst); err != nil {
 			return fail(err)
 		}
 	}

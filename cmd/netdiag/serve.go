@@ -82,7 +82,13 @@ func runServe(c *cli, args []string) int {
 }
 
 // serve runs the bot until ctx ends.
-func serve(parent context.Context, c *cli, cfg *config.Config) error {
+func serve(ctx context.Context, c *cli, cfg *config.Config) error {
+	return serveReady(ctx, c, cfg, nil)
+}
+
+// serveReady is serve that tells ready the address it listens on once the
+// bot is ready (the demo listens on port 0).
+func serveReady(parent context.Context, c *cli, cfg *config.Config, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	st, err := store.Open(ctx, cfg.Store.Path, store.Options{MaxAge: time.Duration(cfg.Store.MaxAge), MaxBytes: cfg.Store.MaxBytes, Logger: c.log})
@@ -95,9 +101,6 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 	var sweeper digest.Sweeper
 	if cfg.Diagnose.Lab != "" {
 		inst := cfg.Diagnose.Lab
-		if inst == "default" {
-			inst = lab.DefaultInstance
-		}
 		diag = &labdiag.Diagnoser{Instance: inst, Log: c.log}
 		sweeper = func(ctx context.Context) (*sweep.Table, error) {
 			st, err := lab.GetStatus(inst)
@@ -188,6 +191,15 @@ func serve(parent context.Context, c *cli, cfg *config.Config) error {
 			err := b.RunSocket(ctx, bot.SocketOptions{AppToken: cfg.Slack.AppToken.Value(), BotToken: cfg.Slack.BotToken.Value(), APIURL: cfg.Slack.APIURL})
 			if err != nil {
 				errs <- fmt.Errorf("slack socket mode: %w", err)
+			}
+		}()
+	}
+	if ready != nil {
+		go func() {
+			select {
+			case <-b.Ready():
+				ready(ln.Addr().String())
+			case <-ctx.Done():
 			}
 		}()
 	}

@@ -8,7 +8,7 @@
 //
 // Alertmanager listens on 127.0.0.1 only, with clustering (and so its gossip
 // port on 0.0.0.0:9094) disabled. Without the binary a test skips, or fails
-// when CI is set.
+// when CI is set. Launch and Stop run it outside a test, for the demo.
 package amtest
 
 import (
@@ -93,6 +93,11 @@ type AM struct {
 	// file in force.
 	reconfig sync.Mutex
 	proc     *proc
+
+	// ownDir: the directory is Launch's, for Stop to remove.
+	ownDir     bool
+	removeOnce sync.Once
+	removeErr  error
 }
 
 // proc is the Alertmanager process of one start attempt.
@@ -135,31 +140,88 @@ func Start(t testing.TB, opts Options) *AM {
 	if err != nil {
 		missing(t, err)
 	}
-	cfg, err := renderConfig(opts)
+	start := time.Now()
+	am, err := launch(t.Context(), bin, t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("amtest: %v", err)
 	}
-	am := newAM(t.TempDir())
-	// Registered first, so it runs last: after the process is gone and its
-	// log complete, before the temporary directory is removed.
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("amtest: last lines of %s:\n%s", am.logPath, am.tail(logTailLines))
-		}
-	})
+	// After the process is gone and its log complete, before the
+	// temporary directory is removed.
 	t.Cleanup(func() {
 		if err := am.stop(); err != nil {
 			t.Errorf("amtest: %v", err)
 		}
+		if t.Failed() {
+			t.Logf("amtest: last lines of %s:\n%s", am.logPath, am.tail(logTailLines))
+		}
 	})
-	ctx, cancel := context.WithTimeout(t.Context(), readyTimeout+10*time.Second)
-	defer cancel()
-	start := time.Now()
-	if err := am.start(ctx, bin, cfg); err != nil {
-		t.Fatalf("amtest: %v", err)
-	}
 	t.Logf("amtest: alertmanager %s (%s) ready in %s", am.url, bin, time.Since(start).Round(time.Millisecond))
 	return am
+}
+
+// Launch runs Alertmanager outside a test (the demo), in a temporary
+// directory of its own (configuration, data, log), and returns once it is
+// ready; Stop stops it and removes the directory. ctx bounds the start
+// only, not the process. The errors are Start's: the binary missing, Options
+// refused, Alertmanager not ready (with the end of its log). The process is
+// killed with its parent should the parent die without calling Stop.
+func Launch(ctx context.Context, opts Options) (*AM, error) {
+	bin, err := Find()
+	if err != nil {
+		return nil, fmt.Errorf("amtest: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "amtest-")
+	if err != nil {
+		return nil, fmt.Errorf("amtest: %w", err)
+	}
+	am, err := launch(ctx, bin, dir, opts)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("amtest: %w", err)
+	}
+	am.ownDir = true
+	return am, nil
+}
+
+// launch starts bin with opts in dir and waits until it is ready. On error
+// nothing is left running.
+func launch(ctx context.Context, bin, dir string, opts Options) (*AM, error) {
+	cfg, err := renderConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	am := newAM(dir)
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout+10*time.Second)
+	defer cancel()
+	if err := am.start(ctx, bin, cfg); err != nil {
+		return nil, err
+	}
+	return am, nil
+}
+
+// Stop stops Alertmanager: SIGTERM to the process it started, by its PID,
+// SIGKILL if it has not exited 10 s later. For an AM from Launch it then
+// removes its directory, log included. Calling it again returns the same
+// result; Start's AM is stopped when the test ends without it.
+func (am *AM) Stop() error {
+	err := am.stop()
+	if am.ownDir {
+		am.removeOnce.Do(func() {
+			if rerr := os.RemoveAll(am.dir); rerr != nil {
+				am.removeErr = fmt.Errorf("amtest: %w", rerr)
+			}
+		})
+		err = errors.Join(err, am.removeErr)
+	}
+	return err
+}
+
+// PID is the Alertmanager process's ID.
+func (am *AM) PID() int {
+	if am.proc == nil {
+		return 0
+	}
+	return am.proc.cmd.Process.Pid
 }
 
 func newAM(dir string) *AM {
@@ -360,8 +422,9 @@ func (am *AM) spawn(bin string, port int) error {
 		"--log.level=debug",
 	)
 	cmd.Stdout, cmd.Stderr = f, f
-	// A test binary killed by its timeout runs no cleanup; the kernel then
-	// kills Alertmanager with it instead of leaving it to hold its port.
+	// A test binary killed by its timeout, or a demo killed outright, runs
+	// no cleanup; the kernel then kills Alertmanager with it instead of
+	// leaving it to hold its port.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
@@ -421,7 +484,7 @@ func (am *AM) waitReady(ctx context.Context) error {
 	return nil
 }
 
-// stop sends SIGTERM to the process Start started, by its PID, then SIGKILL
+// stop sends SIGTERM to the process start started, by its PID, then SIGKILL
 // after the grace period, and waits for it to exit.
 func (am *AM) stop() error {
 	p := am.proc

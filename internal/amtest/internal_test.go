@@ -2,7 +2,13 @@ package amtest
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,5 +133,78 @@ func TestPromDuration(t *testing.T) {
 		if got := promDuration(d); got != want {
 			t.Errorf("promDuration(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestLaunchStop runs Alertmanager outside a test's lifetime, as the demo
+// does: Launch, a notification through it, Stop, which leaves no process
+// and no directory behind, and Stop again.
+func TestLaunchStop(t *testing.T) {
+	if _, err := Find(); err != nil {
+		missing(t, err)
+	}
+	got := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	am, err := Launch(ctx, Options{ReceiverURL: srv.URL + "/hook", Bearer: "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			am.Stop()
+		}
+	}()
+	pid := am.PID()
+	if pid <= 0 || am.proc.cmd.Process.Signal(syscall.Signal(0)) != nil {
+		t.Fatalf("PID %d is not a running process", pid)
+	}
+	if err := am.PostAlerts(ctx, Alert{Labels: map[string]string{"alertname": "Launched"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case auth := <-got:
+		if auth != "Bearer tok" {
+			t.Errorf("Authorization %q", auth)
+		}
+	case <-ctx.Done():
+		t.Fatal("no notification")
+	}
+	if err := am.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	select {
+	case <-am.proc.done:
+	default:
+		t.Error("alertmanager still running after Stop")
+	}
+	if _, err := os.Stat(am.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left behind: %v", am.dir, err)
+	}
+	if err := am.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+}
+
+// TestLaunchRefusesOptions: a mistake in Options is an error, and leaves
+// no directory behind.
+func TestLaunchRefusesOptions(t *testing.T) {
+	if _, err := Find(); err != nil {
+		missing(t, err)
+	}
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "amtest-*"))
+	_, err := Launch(t.Context(), Options{ReceiverURL: "nowhere"})
+	if err == nil || !strings.Contains(err.Error(), "not an http or https URL") {
+		t.Fatalf("error %v", err)
+	}
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "amtest-*"))
+	if len(after) > len(before) {
+		t.Errorf("directories left behind: %v (before: %v)", after, before)
 	}
 }

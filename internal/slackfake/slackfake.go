@@ -23,6 +23,9 @@
 // handlers (users.info, bots.info, conversations.info, reactions.add, ...),
 // behind the same token check, outage and record; a method neither knows
 // answers unknown_method, as Slack does, and is logged to the test.
+//
+// New ties a Server to a test; Start and Close run one in a program (the
+// demo), and Render prints a message as the channel shows it.
 package slackfake
 
 import (
@@ -134,10 +137,11 @@ type Call struct {
 	Refused bool   // answered by Outage or FailNext without being looked at
 }
 
-// Server is a fake Slack for one test. Its methods are safe for concurrent
-// use.
+// Server is a fake Slack for one test (New) or one program (Start). Its
+// methods are safe for concurrent use.
 type Server struct {
-	t         testing.TB
+	logf      func(format string, args ...any) // nil: not logged
+	closeOnce sync.Once
 	st        *slacktest.Server
 	base      string // http://127.0.0.1:port
 	botToken  string
@@ -178,11 +182,31 @@ type refusal struct {
 	retryAfter time.Duration
 }
 
-// New starts a fake Slack on 127.0.0.1 and stops it when the test ends.
+// New starts a fake Slack on 127.0.0.1 and stops it when the test ends. A
+// call that neither slackfake nor slacktest implements is logged to the
+// test.
 func New(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{
-		t:         t,
+	s, err := start(t.Logf)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start starts a fake Slack on 127.0.0.1 outside a test (the demo); Close
+// stops it. A call that neither slackfake nor slacktest implements is not
+// logged, only recorded (Calls, with Error "unknown_method").
+func Start() (*Server, error) {
+	return start(nil)
+}
+
+// start makes and starts a Server; logf, when not nil, hears of calls to
+// methods nobody implements.
+func start(logf func(format string, args ...any)) (s *Server, err error) {
+	s = &Server{
+		logf:      logf,
 		botToken:  "xoxb-" + strconv.Itoa(tsEpoch) + "-" + rand.Text(),
 		appToken:  "xapp-1-" + AppID + "-" + rand.Text(),
 		changed:   make(chan struct{}),
@@ -192,6 +216,13 @@ func New(t testing.TB) *Server {
 		pending:   map[string]chan json.RawMessage{},
 		pingEvery: defaultPingInterval,
 	}
+	// httptest, under slacktest, panics when it finds no loopback port;
+	// outside a test that is an error to return, not a crash.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("slackfake: %v", r)
+		}
+	}()
 	// slacktest's Binder is its extension point: routes bound here are
 	// registered before its defaults, on the same mux and listener.
 	s.st = slacktest.NewTestServer(func(c slacktest.Customize) {
@@ -201,7 +232,9 @@ func New(t testing.TB) *Server {
 		c.Handle(socketPath, s.serveSocket)
 	})
 	if host, _, err := net.SplitHostPort(s.st.ServerAddr); err != nil || host != "127.0.0.1" {
-		t.Fatalf("slackfake: slacktest listens on %q, want 127.0.0.1", s.st.ServerAddr)
+		addr := s.st.ServerAddr
+		s.st.Stop() // closes the listener of the server never started
+		return nil, fmt.Errorf("slackfake: slacktest listens on %q, want 127.0.0.1", addr)
 	}
 	s.base = "http://" + s.st.ServerAddr
 	// slacktest's defaults answer for this bot, not for its own.
@@ -230,8 +263,14 @@ func New(t testing.TB) *Server {
 	}
 
 	s.st.Start()
-	t.Cleanup(s.close)
-	return s
+	return s, nil
+}
+
+// Close stops the server: open Socket Mode connections are closed, and it
+// returns once every request has been answered. New's servers are closed
+// when their test ends; calling Close again does nothing.
+func (s *Server) Close() {
+	s.closeOnce.Do(s.close)
 }
 
 func (s *Server) close() {
@@ -521,8 +560,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	s.proxy.ServeHTTP(w, r)
-	if note.slackErr == "unknown_method" {
-		s.t.Logf("slackfake: the bot called %s, which neither slackfake nor slacktest implements", method)
+	if note.slackErr == "unknown_method" && s.logf != nil {
+		s.logf("slackfake: the bot called %s, which neither slackfake nor slacktest implements", method)
 	}
 	s.mu.Lock()
 	s.recordLocked(Call{Method: method, Status: note.status, Error: note.slackErr})
