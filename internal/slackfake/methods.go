@@ -23,6 +23,7 @@ var apiMethods = map[string]func(*Server, *apiRequest) reply{
 	"files.getUploadURLExternal":   (*Server).getUploadURL,
 	"files.completeUploadExternal": (*Server).completeUpload,
 	"apps.connections.open":        (*Server).openConnection,
+	"usergroups.users.list":        (*Server).groupMembers,
 }
 
 // apiRequest holds a method's arguments from whichever encoding the client
@@ -276,6 +277,16 @@ func (s *Server) completeUpload(r *apiRequest) reply {
 		out = append(out, map[string]any{"id": u.ID, "title": u.Title})
 	}
 	return ok(map[string]any{"files": out})
+}
+
+// groupMembers answers usergroups.users.list from SetGroupMembers; a
+// group never set is one Slack does not know.
+func (s *Server) groupMembers(r *apiRequest) reply {
+	users, found := s.groups[r.str("usergroup")]
+	if !found {
+		return fail("no_such_subteam")
+	}
+	return ok(map[string]any{"users": append([]string{}, users...)})
 }
 
 func (s *Server) openConnection(*apiRequest) reply {

@@ -169,6 +169,7 @@ type Server struct {
 	opened    int
 	pending   map[string]chan json.RawMessage // envelope id -> ack payload
 	pingEvery time.Duration
+	groups    map[string][]string // user group ID -> member user IDs
 }
 
 type upload struct {
@@ -312,6 +313,17 @@ func (s *Server) newResponseURLLocked() string {
 	u := fmt.Sprintf("%s%s%s/%d/%s", s.base, responsePath, TeamID, s.idSeq, rand.Text())
 	s.responses[u] = nil
 	return u
+}
+
+// SetGroupMembers makes a Slack user group (S0...) with these members, as
+// usergroups.users.list answers it.
+func (s *Server) SetGroupMembers(group string, users ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.groups == nil {
+		s.groups = map[string][]string{}
+	}
+	s.groups[group] = users
 }
 
 // Messages returns every message posted, in posting order.
