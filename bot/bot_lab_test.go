@@ -21,6 +21,7 @@ import (
 
 	"github.com/netdiag/netdiag/bot"
 	"github.com/netdiag/netdiag/bot/labdiag"
+	"github.com/netdiag/netdiag/collectors"
 	"github.com/netdiag/netdiag/config"
 	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/lab"
@@ -226,6 +227,12 @@ func TestSlashCommandOnLab(t *testing.T) {
 	}
 	if !bytes.Equal(stored, f.Bytes) || len(f.Bytes) <= 24 {
 		t.Fatalf("uploaded pcap (%d bytes) is not the capture (%d bytes), or holds no packet", len(f.Bytes), len(stored))
+	}
+	// One file with both ends: the client's capture and web's, where the
+	// firewall drops the SYNs after they arrive.
+	if n, err := collectors.PcapPackets(f.Bytes); err != nil || n == 0 || !bytes.HasPrefix(f.Bytes, []byte{0x0A, 0x0D, 0x0D, 0x0A}) ||
+		!bytes.Contains(f.Bytes, []byte("pod default/client (where")) || !bytes.Contains(f.Bytes, []byte("pod default/web (where")) {
+		t.Errorf("the pcap (%d packets, %v) is not one pcapng with the source's and the destination's captures", n, err)
 	}
 	rec, err := h.store.Finding(ctx, id, false)
 	if err != nil || rec.Source != store.SourceSlack || rec.Requester != sre || rec.Channel != channel {

@@ -94,7 +94,31 @@ func RunRequest(ctx context.Context, req *diagnose.Request, q Question, runner d
 	if err != nil {
 		return fail(err)
 	}
+	if req.Pcap != "" {
+		mergePeerCapture(req, log)
+	}
 	return &Answer{Finding: f, Node: req.Source.Node}, nil
+}
+
+// mergePeerCapture puts the destination's capture, when one was taken, into
+// the source's file (pcapng, one interface each): the thread then holds one
+// file that shows both ends of the flow.
+func mergePeerCapture(req *diagnose.Request, log *slog.Logger) {
+	peer := collectors.PcapFile(req.Pcap, collectors.ScopePeer)
+	if _, err := os.Stat(peer); err != nil {
+		return
+	}
+	src, dst := "the source", "the destination"
+	if c := req.Cluster; c != nil {
+		src, dst = orText(c.SourceName, src), orText(c.PeerName, dst)
+	}
+	err := collectors.MergePcaps(req.Pcap, []collectors.PcapPart{
+		{Name: "source", Description: src + " (where the probes start)", Path: req.Pcap},
+		{Name: "peer", Description: dst + " (where they should arrive)", Path: peer},
+	})
+	if err != nil && log != nil {
+		log.Warn("the destination's capture is left out of the pcap", "err", err)
+	}
 }
 
 // RemovePcaps removes a diagnosis's capture files once they are stored: the

@@ -1,6 +1,7 @@
 package collectors
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -194,5 +195,15 @@ func FuzzNftTableDump(f *testing.F) {
 				t.Fatalf("a table without a name: %+v", x)
 			}
 		}
+	})
+}
+
+// FuzzPcapPackets: any bytes, classic pcap or pcapng, are counted or
+// refused, never a crash or a hang.
+func FuzzPcapPackets(f *testing.F) {
+	f.Add(classicPcap(binary.LittleEndian, true, []testRecord{{1, 2, "x"}}, nil))
+	f.Add([]byte{0x0A, 0x0D, 0x0D, 0x0A, 28, 0, 0, 0, 0x4D, 0x3C, 0x2B, 0x1A})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		PcapPackets(b)
 	})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/netdiag/netdiag/collectors"
 	"github.com/netdiag/netdiag/config"
 	"github.com/netdiag/netdiag/internal/amtest"
 	"github.com/netdiag/netdiag/internal/slackfake"
@@ -375,41 +375,13 @@ func printMessage(w io.Writer, indent string, m slackfake.Message) {
 func printFile(w io.Writer, indent string, f slackfake.File) {
 	fmt.Fprintf(w, "%s%s  APP  uploaded a file\n", indent, slackfake.BotName)
 	what := ""
-	if n, ok := pcapPackets(f.Bytes); ok {
+	if n, err := collectors.PcapPackets(f.Bytes); err == nil {
 		what = fmt.Sprintf(", a capture of %d %s", n, plural(n, "packet", "packets"))
 	}
 	fmt.Fprintf(w, "%s| [file] %s  %d bytes%s\n", indent, f.Name, len(f.Bytes), what)
 	if f.Title != "" && f.Title != f.Name {
 		fmt.Fprintf(w, "%s| %s\n", indent, f.Title)
 	}
-}
-
-// pcapPackets counts the records of a classic pcap file (either byte order,
-// micro- or nanosecond timestamps); ok is false for anything else.
-func pcapPackets(b []byte) (n int, ok bool) {
-	if len(b) < 24 {
-		return 0, false
-	}
-	var order binary.ByteOrder
-	switch binary.LittleEndian.Uint32(b) {
-	case 0xa1b2c3d4, 0xa1b23c4d:
-		order = binary.LittleEndian
-	case 0xd4c3b2a1, 0x4d3cb2a1:
-		order = binary.BigEndian
-	default:
-		return 0, false
-	}
-	for p := 24; p < len(b); n++ {
-		if len(b)-p < 16 {
-			return n, false
-		}
-		size := int(order.Uint32(b[p+8:]))
-		p += 16 + size
-		if p > len(b) {
-			return n, false
-		}
-	}
-	return n, true
 }
 
 // demoServe is the bot, run by serve as `netdiag serve` runs it.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,43 +14,6 @@ import (
 	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/lab/labtest"
 )
-
-func pcapOf(order binary.ByteOrder, magic uint32, sizes ...int) []byte {
-	b := make([]byte, 24)
-	order.PutUint32(b, magic)
-	for _, n := range sizes {
-		rec := make([]byte, 16)
-		order.PutUint32(rec[8:], uint32(n))
-		order.PutUint32(rec[12:], uint32(n))
-		b = append(b, rec...)
-		b = append(b, make([]byte, n)...)
-	}
-	return b
-}
-
-func TestPcapPackets(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		b    []byte
-		n    int
-		ok   bool
-	}{
-		{"empty", nil, 0, false},
-		{"not a pcap", []byte(strings.Repeat("x", 40)), 0, false},
-		{"no packets", pcapOf(binary.LittleEndian, 0xa1b2c3d4), 0, true},
-		{"little-endian", pcapOf(binary.LittleEndian, 0xa1b2c3d4, 60, 1514, 0), 3, true},
-		{"big-endian, nanoseconds", pcapOf(binary.BigEndian, 0xa1b23c4d, 74, 66), 2, true},
-		{"cut in a record", pcapOf(binary.LittleEndian, 0xa1b2c3d4, 60, 100)[:24+16+60+16+50], 1, false},
-		{"cut in a header", pcapOf(binary.LittleEndian, 0xa1b2c3d4, 60)[:24+16+60+8], 1, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n, ok := pcapPackets(tc.b)
-			if n != tc.n || ok != tc.ok {
-				t.Errorf("pcapPackets = %d, %t; want %d, %t", n, ok, tc.n, tc.ok)
-			}
-		})
-	}
-}
 
 type fakeThread struct {
 	msgs  []slackfake.Message
