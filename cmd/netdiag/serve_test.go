@@ -143,7 +143,10 @@ diagnose: {lab: %q, capture: 0s}
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	url := "http://" + addr
 
-	// 1. Killed while diagnosing.
+	// 1. Killed while diagnosing. Slack is down from the start, so that
+	// the group's thread, which the bot posts before any finding, is not
+	// posted before the kill either: the restarts must post everything.
+	fake.Outage(http.StatusInternalServerError, 0)
 	out, kill := startServe(t, cfgPath)
 	if err := waitHTTP(ctx, url+"/readyz"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -154,9 +157,9 @@ diagnose: {lab: %q, capture: 0s}
 		t.Fatalf("the diagnosis finished before the kill; the test shows nothing:\n%s", out)
 	}
 
-	// 2. Restarted with Slack down: the interrupted diagnosis runs again;
-	// a second alert's finding is stored but cannot be posted. Killed.
-	fake.Outage(http.StatusInternalServerError, 0)
+	// 2. Restarted (Slack still down): the interrupted diagnosis runs
+	// again; a second alert's finding is stored but cannot be posted.
+	// Killed.
 	out2, kill2 := startServe(t, cfgPath)
 	if err := waitHTTP(ctx, url+"/readyz"); err != nil {
 		t.Fatalf("%v\n%s", err, out2)
@@ -174,7 +177,7 @@ diagnose: {lab: %q, capture: 0s}
 	}
 	kill2()
 	if len(fake.Messages()) != 0 {
-		t.Fatalf("posted during the outage: %d", len(fake.Messages()))
+		t.Fatalf("posted during the outage: %d:\n%+v\n%s", len(fake.Messages()), fake.Messages(), out2)
 	}
 
 	// 3. Slack back, restarted: both findings, each once.
