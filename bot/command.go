@@ -3,6 +3,7 @@ package bot
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode"
@@ -102,8 +103,9 @@ func ParseCommand(text string) (Command, error) {
 		if len(args) == 0 {
 			return Command{}, badCommand("node needs a node name, e.g. `/netdiag node worker-1`")
 		}
-		if errs := validation.IsDNS1123Subdomain(args[0]); len(errs) > 0 {
-			return Command{}, badCommand("node %q: not a node name (%s)", args[0], errs[0])
+		_, ipErr := netip.ParseAddr(args[0]) // a node by its InternalIP
+		if errs := validation.IsDNS1123Subdomain(args[0]); len(errs) > 0 && ipErr != nil {
+			return Command{}, badCommand("node %q: not a node name or an IP address (%s)", args[0], errs[0])
 		}
 		c.Name = args[0]
 		return c, c.options(args[1:], true, false)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/netdiag/netdiag/config"
@@ -40,6 +41,7 @@ var defaultMappings = []config.AlertMapping{
 // says why, in words for the alert's thread.
 func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping) (q Question, channel, reason string) {
 	all := append(append([]config.AlertMapping{}, rules...), defaultMappings...)
+	firstErr := ""
 	for _, r := range all {
 		if !matches(r.Match, labels) {
 			continue
@@ -50,9 +52,15 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 		}
 		kind, name, _ := strings.Cut(target, " ")
 		if kind == "node" && strings.Contains(r.Target, "{instance}") {
-			// instance is HOST:PORT of a scrape target.
-			if h, _, err := net.SplitHostPort(name); err == nil {
-				name = h
+			// instance is HOST:PORT of a scrape target; a URL (a
+			// blackbox probe's) names no node.
+			if strings.Contains(name, "/") {
+				continue
+			}
+			if h, p, err := net.SplitHostPort(name); err == nil {
+				if _, err := strconv.ParseUint(p, 10, 16); err == nil {
+					name = h
+				}
 			}
 		}
 		// A mapping applies only when the alert fills all its
@@ -66,7 +74,9 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 			continue
 		}
 		text := kind + " " + name
-		if v := annotations["netdiag_to"]; v != "" {
+		// The annotations ask what the kind can take: a Service is asked
+		// as it is, a node has no resolver question of its own.
+		if v := annotations["netdiag_to"]; v != "" && kind != "svc" {
 			to = v
 		}
 		if to != "" {
@@ -76,7 +86,7 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 		if dns != "" {
 			names = append(names, dns)
 		}
-		if v := annotations["netdiag_dns"]; v != "" {
+		if v := annotations["netdiag_dns"]; v != "" && kind == "pod" {
 			names = append(names, v)
 		}
 		for _, d := range names {
@@ -84,10 +94,18 @@ func MapAlert(labels, annotations map[string]string, rules []config.AlertMapping
 		}
 		c, err := ParseCommand(text)
 		if err != nil {
-			return Question{}, "", fmt.Sprintf("the alert maps to %q, which netdiag cannot diagnose: %v", text, err)
+			// The next mapping may fit (an instance label that is a URL,
+			// not a node); if none does, this is why.
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("the alert maps to %q, which netdiag cannot diagnose: %v", text, err)
+			}
+			continue
 		}
 		q = QuestionOf(c)
 		return q, r.Channel, ""
+	}
+	if firstErr != "" {
+		return Question{}, "", firstErr
 	}
 	names := make([]string, 0, len(labels))
 	for k := range labels {

@@ -101,6 +101,7 @@ func TestNotFoundAndBadNames(t *testing.T) {
 		{"empty namespace", Question{Kind: "pod", Name: "kube-sytem/coredns-1"}, "pod kube-sytem/coredns-1 not found (no pods in namespace kube-sytem; namespaces with pods: kube-system, default, netdiag; pod coredns-1 exists as kube-system/coredns-1)"},
 		{"svc not found", Question{Kind: "pod", Name: "default/client", To: "svc/default/wbe:80"}, "--to svc/default/wbe:80: svc default/wbe not found (Services in default: web, kubernetes)"},
 		{"node not found", Question{Kind: "node", Name: "node-c"}, "node node-c not found (nodes: node-a, node-b)"},
+		{"node by an IP no node has", Question{Kind: "node", Name: "198.18.0.99"}, "no node has InternalIP 198.18.0.99"},
 		{"no namespace", Question{Kind: "pod", Name: "web"}, `bad pod "web": give NAMESPACE/NAME, e.g. pod default/web`},
 		{"three parts", Question{Kind: "pod", Name: "default/web/x"}, `bad pod "default/web/x": give NAMESPACE/NAME`},
 		{"bad namespace", Question{Kind: "pod", Name: "Default/web"}, `bad namespace "Default" in pod Default/web: a namespace is at most 63 lowercase letters`},
@@ -198,6 +199,15 @@ func TestResolve(t *testing.T) {
 		q     Question
 		check func(t *testing.T, r *Resolved)
 	}{{
+		// A scrape target's instance label names a node by its address.
+		name: "node by its InternalIP, v4 and v6",
+		q:    Question{Kind: "node", Name: "198.18.0.12", To: "node/2001:2::11:10250"},
+		check: func(t *testing.T, r *Resolved) {
+			if r.Source.Name != "node node-b" || r.Dest == nil || r.Dest.Name != "node node-a" {
+				t.Errorf("source %+v dest %+v", r.Source, r.Dest)
+			}
+		},
+	}, {
 		name: "pod to Service port",
 		q:    Question{Kind: "pod", Name: "default/client", To: "svc/default/web:80", DNS: []string{"example.com"}},
 		check: func(t *testing.T, r *Resolved) {

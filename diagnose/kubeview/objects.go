@@ -290,15 +290,24 @@ func (v *View) ServiceByIP(ip netip.Addr) (*Service, error) {
 	return v.serviceFrom(objs[0].(*corev1.Service))
 }
 
-// Node returns the node with its kube-proxy's state.
+// Node returns the node with its kube-proxy's state. An IP address names
+// the node whose InternalIP it is, unless a node has it as its name: what a
+// scrape target's instance label holds.
 func (v *View) Node(name string) (*Node, error) {
 	if err := v.ready(); err != nil {
 		return nil, err
 	}
+	ip, ipErr := netip.ParseAddr(name)
 	if err := validNodeName(name); err != nil {
+		if ipErr == nil {
+			return v.NodeByIP(ip)
+		}
 		return nil, err
 	}
 	n, err := v.nodes.Get(name)
+	if apierrors.IsNotFound(err) && ipErr == nil {
+		return v.NodeByIP(ip)
+	}
 	if apierrors.IsNotFound(err) {
 		return nil, v.nodeNotFound(name)
 	}
