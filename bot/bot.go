@@ -274,7 +274,7 @@ func (b *Bot) run(ctx context.Context, j *job) {
 		return
 	}
 	if ans.Finding.Pcap != nil {
-		defer RemovePcaps(*ans.Finding.Pcap)
+		defer removePcaps(*ans.Finding.Pcap)
 	}
 	f := ans.Finding
 	b.metrics.diagnosed(f.Class, f.Cause, j.source, time.Since(start))

@@ -29,7 +29,7 @@ func (b *Bot) Command(ctx context.Context, sc slack.SlashCommand) Reply {
 	c, err := ParseCommand(sc.Text)
 	if err != nil {
 		b.auditText(ctx, who, sc.Text, "", "refused: "+err.Error())
-		return ephemeral(fmt.Sprintf(":x: %s\nAccepted: %s", esc(strings.TrimPrefix(err.Error(), ErrCommand.Error()+": ")), CommandHelp))
+		return cannotAsk(err, ErrCommand)
 	}
 	return b.run1(ctx, who, c, sc.Text, sc.ResponseURL)
 }
@@ -78,16 +78,17 @@ func (b *Bot) run1(ctx context.Context, who Who, c Command, typed, responseURL s
 			return ephemeral(fmt.Sprintf(":x: filter %q: %s\nGive a tcpdump filter, e.g. \"tcp port 80\" or \"udp port 53\".", c.Filter, esc(err.Error())))
 		}
 	}
+	q := QuestionOf(c)
 	if ck, ok := b.opts.Diagnoser.(Checker); ok {
-		if err := ck.Check(ctx, QuestionOf(c)); err != nil {
+		if err := ck.Check(ctx, q); err != nil {
 			b.auditText(ctx, who, typed, c.Target(), "refused: "+err.Error())
 			if !errors.Is(err, ErrQuestion) {
 				return ephemeral(":warning: " + esc(err.Error()))
 			}
-			return ephemeral(fmt.Sprintf(":x: %s\nAccepted: %s", esc(strings.TrimPrefix(err.Error(), ErrQuestion.Error()+": ")), CommandHelp))
+			return cannotAsk(err, ErrQuestion)
 		}
 	}
-	j := &job{q: QuestionOf(c), command: c.String(), who: who, source: store.SourceSlack, channel: who.Channel, responseURL: responseURL}
+	j := &job{q: q, command: c.String(), who: who, source: store.SourceSlack, channel: who.Channel, responseURL: responseURL}
 	if !b.submit(j) {
 		return ephemeral(":hourglass: netdiag is busy (every worker is diagnosing); ask again in a minute.")
 	}
@@ -183,6 +184,13 @@ func (b *Bot) interaction(ctx context.Context, ic slack.InteractionCallback) Rep
 		return ephemeral("The raw evidence is on its way to the thread.")
 	}
 	return Reply{Empty: true}
+}
+
+// cannotAsk answers a question netdiag cannot take as asked: why (the
+// error without its kind's prefix), and what is accepted.
+func cannotAsk(err, kind error) Reply {
+	why := strings.TrimPrefix(err.Error(), kind.Error()+": ")
+	return ephemeral(fmt.Sprintf(":x: %s\nAccepted: %s", esc(why), CommandHelp))
 }
 
 func ephemeral(text string) Reply { return Reply{Msg: PlainMsg(text), Ephemeral: true} }

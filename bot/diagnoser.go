@@ -83,7 +83,7 @@ func RunRequest(ctx context.Context, req *diagnose.Request, q Question, runner d
 		req.Pcap = f.Name()
 	}
 	fail := func(err error) (*Answer, error) {
-		RemovePcaps(req.Pcap)
+		removePcaps(req.Pcap)
 		return nil, err
 	}
 	if err := req.Validate(); err != nil {
@@ -121,9 +121,9 @@ func mergePeerCapture(req *diagnose.Request, log *slog.Logger) {
 	}
 }
 
-// RemovePcaps removes a diagnosis's capture files once they are stored: the
+// removePcaps removes a diagnosis's capture files once they are stored: the
 // source's and the one each other scope wrote next to it.
-func RemovePcaps(path string) {
+func removePcaps(path string) {
 	if path == "" {
 		return
 	}

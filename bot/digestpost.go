@@ -3,7 +3,6 @@ package bot
 import (
 	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/netdiag/netdiag/bot/digest"
 	"github.com/netdiag/netdiag/store"
@@ -69,7 +68,7 @@ func (d *Deliverer) digest(ctx context.Context, w *channelWorker, m *store.Messa
 		if err := d.pace(ctx, w); err != nil {
 			return err
 		}
-		name := "digest-" + time.Now().UTC().Format("2006-01-02") + ".txt"
+		name := d.digestFile(".txt")
 		if err := d.Chat.Upload(ctx, m.Channel, dm.TS, name, "the whole digest", []byte(dm.Text)); err != nil {
 			return err
 		}
@@ -82,10 +81,15 @@ func (d *Deliverer) digest(ctx context.Context, w *channelWorker, m *store.Messa
 		if err := d.pace(ctx, w); err != nil {
 			return err
 		}
-		name := "digest-" + time.Now().UTC().Format("2006-01-02") + ".png"
+		name := d.digestFile(".png")
 		if err := d.Chat.Upload(ctx, m.Channel, dm.TS, name, "findings per day by class", dm.Chart); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// digestFile names a file of a digest posted today.
+func (d *Deliverer) digestFile(ext string) string {
+	return "digest-" + d.Now().UTC().Format("2006-01-02") + ext
 }

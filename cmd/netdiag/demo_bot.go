@@ -90,22 +90,6 @@ func runDemoBot(ctx context.Context, c *cli, inst string) (err error) {
 			err = errors.Join(err, rerr)
 		}
 	}()
-	// What the bot writes to the temporary folder (its captures, the
-	// peer's among them, which it does not remove) goes in dir instead.
-	// The demo does one thing at a time, so changing the process's
-	// environment for a while is safe here.
-	oldTmp, hadTmp := os.LookupEnv("TMPDIR")
-	if err := os.Setenv("TMPDIR", dir); err != nil {
-		return err
-	}
-	defer func() {
-		if hadTmp {
-			os.Setenv("TMPDIR", oldTmp)
-		} else {
-			os.Unsetenv("TMPDIR")
-		}
-	}()
-
 	fake, err := slackfake.Start()
 	if err != nil {
 		return err
@@ -113,21 +97,24 @@ func runDemoBot(ctx context.Context, c *cli, inst string) (err error) {
 	defer fake.Close()
 
 	bearer := rand.Text()
-	bot, err := startDemoServe(ctx, c, func(listen string) (*config.Config, error) {
-		// As a deployment configures the bot: a file, and the secrets and
-		// the address in NETDIAG_* variables (here a map, not the
-		// process's environment, which does not reach this config).
-		file := fmt.Sprintf("slack: {api_url: %q}\ndiagnose: {lab: %q}\n", fake.APIURL(), inst)
-		env := map[string]string{
-			"NETDIAG_LISTEN":               listen,
-			"NETDIAG_STORE_PATH":           filepath.Join(dir, "netdiag.db"),
-			"NETDIAG_SLACK_CHANNEL":        demoChannel,
-			"NETDIAG_SLACK_BOT_TOKEN":      fake.BotToken(),
-			"NETDIAG_SLACK_SIGNING_SECRET": rand.Text(),
-			"NETDIAG_ALERTMANAGER_BEARER":  bearer,
-		}
-		return config.Parse([]byte(file), func(k string) string { return env[k] })
-	})
+	// As a deployment configures the bot: a file, and the secrets and the
+	// address in NETDIAG_* variables (here a map, not the process's
+	// environment, which does not reach this config). Port 0: serve says
+	// which port it bound.
+	file := fmt.Sprintf("slack: {api_url: %q}\ndiagnose: {lab: %q}\n", fake.APIURL(), inst)
+	env := map[string]string{
+		"NETDIAG_LISTEN":               "127.0.0.1:0",
+		"NETDIAG_STORE_PATH":           filepath.Join(dir, "netdiag.db"),
+		"NETDIAG_SLACK_CHANNEL":        demoChannel,
+		"NETDIAG_SLACK_BOT_TOKEN":      fake.BotToken(),
+		"NETDIAG_SLACK_SIGNING_SECRET": rand.Text(),
+		"NETDIAG_ALERTMANAGER_BEARER":  bearer,
+	}
+	cfg, err := config.Parse([]byte(file), func(k string) string { return env[k] })
+	if err != nil {
+		return err
+	}
+	bot, err := startDemoServe(ctx, c, cfg)
 	if err != nil {
 		return fmt.Errorf("starting the bot: %w", err)
 	}
@@ -392,13 +379,9 @@ type demoServe struct {
 	done   chan error // serve's result
 }
 
-// startDemoServe runs serve with the configuration cfgFor makes, on a port
-// of 127.0.0.1 the system picks, and returns once the bot is ready.
-func startDemoServe(ctx context.Context, c *cli, cfgFor func(listen string) (*config.Config, error)) (*demoServe, error) {
-	cfg, err := cfgFor("127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
+// startDemoServe runs serve with cfg and returns once the bot is ready,
+// with the address it listens on.
+func startDemoServe(ctx context.Context, c *cli, cfg *config.Config) (*demoServe, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &demoServe{cfg: cfg, cancel: cancel, done: make(chan error, 1)}
 	addrs := make(chan string, 1)

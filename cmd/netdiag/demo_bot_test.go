@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,17 +59,25 @@ func TestViewThread(t *testing.T) {
 	}
 }
 
-// demoBotLeftovers lists what the bot part may leave in the temporary
-// folder if it does not clean up.
-func demoBotLeftovers(t *testing.T) []string {
+// privateTemp gives the test a temporary folder of its own as TMPDIR, so
+// that what the bot part leaves there is its own and not another test's.
+func privateTemp(t *testing.T) string {
 	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	return dir
+}
+
+// leftovers lists what is left in dir.
+func leftovers(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []string
-	for _, pattern := range []string{"netdiag-demo-bot-*", "amtest-*"} {
-		m, err := filepath.Glob(filepath.Join(os.TempDir(), pattern))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m...)
+	for _, e := range ents {
+		out = append(out, e.Name())
 	}
 	return out
 }
@@ -99,8 +106,7 @@ func checkStopped(t *testing.T, out string) {
 // and its pcap, then the resolve; nothing left running or on disk.
 func TestDemoBot(t *testing.T) {
 	l := labtest.Up(t, "dbot")
-	before := demoBotLeftovers(t)
-	tmp, hadTmp := os.LookupEnv("TMPDIR")
+	tmp := privateTemp(t)
 	c, out, errs := demoCLI(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -127,11 +133,8 @@ func TestDemoBot(t *testing.T) {
 		}
 	}
 	checkStopped(t, text)
-	if after := demoBotLeftovers(t); len(after) > len(before) {
-		t.Errorf("left behind: %v (before: %v)", after, before)
-	}
-	if now, has := os.LookupEnv("TMPDIR"); now != tmp || has != hadTmp {
-		t.Errorf("TMPDIR is %q (%t), was %q (%t)", now, has, tmp, hadTmp)
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind in TMPDIR: %v", left)
 	}
 }
 
@@ -139,7 +142,7 @@ func TestDemoBot(t *testing.T) {
 // and removed all the same.
 func TestDemoBotInterrupted(t *testing.T) {
 	l := labtest.Up(t, "dbi")
-	before := demoBotLeftovers(t)
+	tmp := privateTemp(t)
 	c, out, errs := demoCLI(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -158,7 +161,7 @@ func TestDemoBotInterrupted(t *testing.T) {
 	}
 	t.Logf("error after %s: %v\nstderr:\n%s", time.Since(start).Round(time.Millisecond), err, errs)
 	checkStopped(t, out.String())
-	if after := demoBotLeftovers(t); len(after) > len(before) {
-		t.Errorf("left behind: %v (before: %v)", after, before)
+	if left := leftovers(t, tmp); len(left) > 0 {
+		t.Errorf("left behind in TMPDIR: %v", left)
 	}
 }

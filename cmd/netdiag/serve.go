@@ -100,10 +100,9 @@ func serveReady(parent context.Context, c *cli, cfg *config.Config, ready func(a
 	var diag bot.Diagnoser
 	var sweeper digest.Sweeper
 	if cfg.Diagnose.Lab != "" {
-		inst := cfg.Diagnose.Lab
-		diag = &labdiag.Diagnoser{Instance: inst, Log: c.log}
+		diag = &labdiag.Diagnoser{Instance: cfg.Diagnose.Lab, Log: c.log}
 		sweeper = func(ctx context.Context) (*sweep.Table, error) {
-			st, err := lab.GetStatus(inst)
+			st, err := lab.GetStatus(cfg.Diagnose.Lab)
 			if err != nil {
 				return nil, err
 			}
