@@ -48,6 +48,8 @@ type Kubelet struct {
 	Dir string
 	Log string
 	cmd *exec.Cmd
+	// release lets the thread that started the kubelet end.
+	release func()
 }
 
 // config is the kubelet's configuration file. Off, and why:
@@ -58,8 +60,12 @@ type Kubelet struct {
 //     cgroupRoot, the runtime's own cgroup, instead.
 //   - localStorageCapacityIsolation, evictionHard: the kubelet would read
 //     and police the machine's disks, which are not the lab node's.
-//   - protectKernelDefaults false, kernelMemcgNotification false: the
-//     kubelet would check or change the machine's sysctls and memcg.
+//   - kernelMemcgNotification false: the kubelet would arm memcg
+//     notifications on the machine's memory cgroup.
+//   - protectKernelDefaults true: with false the kubelet writes the
+//     machine-wide sysctls of kernelTunables whenever they differ; with
+//     true it only reads them, and reads them from files of its own
+//     (startIsolated).
 //   - authorization AlwaysAllow: whoever the client CA vouches for (the
 //     API server) may call it; anonymous callers may not.
 const config = `apiVersion: kubelet.config.k8s.io/v1beta1
@@ -84,7 +90,7 @@ evictionHard: {}
 evictionPressureTransitionPeriod: 0s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-protectKernelDefaults: false
+protectKernelDefaults: true
 kernelMemcgNotification: false
 containerRuntimeEndpoint: %[4]q
 staticPodPath: %[5]q
@@ -138,7 +144,7 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"), "--v", "2")
 	k.cmd.Stdout, k.cmd.Stderr = log, log
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := ns.Start(k.cmd); err != nil {
+	if k.release, err = startIsolated(k.cmd, ns, dir); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start kubelet: %w", err)
 	}
@@ -159,6 +165,9 @@ func (k *Kubelet) Stop() error {
 			k.cmd.Process.Kill()
 			<-done
 		}
+	}
+	if k.release != nil {
+		k.release()
 	}
 	mounts, _ := mountsUnder(k.Dir)
 	for _, m := range mounts {

@@ -22,6 +22,10 @@ func StartForTest(t testing.TB, o Options) *Kubelet {
 		}
 		t.Skip(err)
 	}
+	before, err := Sysctls()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	k, err := Start(ctx, o)
@@ -34,6 +38,16 @@ func StartForTest(t testing.TB, o Options) *Kubelet {
 		}
 		if err := k.Stop(); err != nil {
 			t.Errorf("stop kubelet: %v", err)
+		}
+		// The machine's own sysctls are not the lab's to change.
+		after, err := Sysctls()
+		if err != nil {
+			t.Error(err)
+		}
+		for k, v := range before {
+			if after[k] != v {
+				t.Errorf("the kubelet changed the machine's %s from %s to %s", k, v, after[k])
+			}
 		}
 	})
 	return k
