@@ -104,7 +104,7 @@ func Run(args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 		return c.usageError("agent", "--token-file (no cluster) and --kubeconfig/--context (a cluster) exclude each other")
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(stderr, "netdiag agent: needs root (network namespaces, the container runtime's socket, captures); in a cluster it runs privileged")
+		fmt.Fprintln(stderr, "netdiag agent: needs root (network namespaces, the container runtime's socket, captures); in a cluster its DaemonSet runs it as root with the capabilities it needs (deploy/helm/netdiag, agent.capabilities)")
 		return 1
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
