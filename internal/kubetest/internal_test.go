@@ -54,6 +54,25 @@ func TestListenAddr(t *testing.T) {
 	}
 }
 
+// TestEndpointReconcilerNeedsRoutableAddress: the reconciler writes the
+// advertised address into the kubernetes Endpoints, which refuses loopback,
+// so Options with it and a loopback or IPv6 address fail before anything
+// starts.
+func TestEndpointReconcilerNeedsRoutableAddress(t *testing.T) {
+	for _, opts := range []Options{
+		{EndpointReconciler: true},
+		{EndpointReconciler: true, Listen: "::1"},
+		{EndpointReconciler: true, Netns: "/run/netns/ndl-x", Listen: "2001:2::1"},
+		{Port: 70000},
+	} {
+		c := &Cluster{Dir: t.TempDir()}
+		err := c.start(context.Background(), programs{}, opts)
+		if err == nil || c.etcd != nil || c.ns != nil {
+			t.Errorf("%+v: err %v, etcd %v, namespace %v: want refused before anything starts", opts, err, c.etcd, c.ns)
+		}
+	}
+}
+
 // TestStartFailureShowsLog runs a kube-apiserver that exits at once: the
 // error must come at once, not after the readiness timeout, and carry the
 // end of its log; etcd must be stopped with it.

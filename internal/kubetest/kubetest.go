@@ -9,6 +9,8 @@
 // There is no controller-manager, scheduler or kubelet: nothing creates
 // default service accounts, endpoint slices or pod status, and a deleted
 // namespace stays Terminating. Tests create what a controller would.
+// lab/cluster runs the controller-manager and the scheduler beside one
+// (Run, with EndpointReconciler and ServiceAccountAdmission).
 //
 // The programs come from scripts/install-deps: etcd from Debian's
 // etcd-server, kube-apiserver built from tools/kube into $(go env GOPATH)/bin.
@@ -17,6 +19,8 @@ package kubetest
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net"
@@ -72,6 +76,28 @@ type Options struct {
 	// is an address of that namespace (198.18.x.y); without Netns it must
 	// be a loopback address. Empty means 127.0.0.1.
 	Listen string
+	// Port is the apiserver's secure port; 0 picks a free one. A fixed
+	// port (6443) suits a namespace of the caller's own, where nothing
+	// else can hold it.
+	Port int
+	// EndpointReconciler keeps the apiserver's endpoint reconciler on:
+	// it writes Listen and the port into the endpoints of the
+	// "kubernetes" Service, as in a cluster, so that in-cluster clients
+	// reach the apiserver through its ClusterIP. Listen must then be a
+	// routable IPv4 address (validation refuses loopback, and the
+	// Service range is IPv4), so this needs Netns. Off, the Service has
+	// no endpoints.
+	EndpointReconciler bool
+	// ServiceAccountAdmission keeps the ServiceAccount admission plugin
+	// on: pods get their service account's token volume
+	// (kube-api-access-*), and a pod whose service account does not
+	// exist is refused, so something must create each namespace's
+	// "default" account (a controller-manager's serviceaccount
+	// controller). Off, pods are admitted as they are.
+	ServiceAccountAdmission bool
+	// Env is added to the environment of etcd and the apiserver (a
+	// marker by which their owner finds them after a crash).
+	Env []string
 }
 
 // Cluster is a running etcd and kube-apiserver.
@@ -89,8 +115,14 @@ type Cluster struct {
 	Dir string
 	// Ready is how long the apiserver took from its start to /readyz ok.
 	Ready time.Duration
+	// ServiceAccountKeyFile is the private key that signs service-account
+	// tokens (PEM, EC), for a controller-manager's token controller
+	// (--service-account-private-key-file); the apiserver verifies with
+	// its public half.
+	ServiceAccountKeyFile string
 
 	clientset kubernetes.Interface
+	env       []string // added to the processes' environment
 	pki       *pki
 	ns        *netns.NS
 	etcd, api *proc
@@ -133,6 +165,48 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Logf("kubetest: kube-apiserver %s ready in %s (etcd %s)", c.URL, c.Ready.Round(time.Millisecond), c.etcd.url)
 	return c
 }
+
+// Run starts a control plane outside a test, keeping its certificates,
+// data and logs in dir, which must exist and which the caller removes after
+// Stop. IsMissing tells an error that etcd or kube-apiserver is
+// not installed. On error nothing is left running.
+func Run(ctx context.Context, dir string, opts Options) (*Cluster, error) {
+	bins, err := findPrograms()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir}
+	if err := c.start(ctx, bins, opts); err != nil {
+		return nil, errors.Join(err, c.stop())
+	}
+	return c, nil
+}
+
+// IsMissing says that err is, or wraps, the error of Run for programs
+// that are not installed (run ./scripts/install-deps).
+func IsMissing(err error) bool {
+	var m *errMissing
+	return errors.As(err, &m)
+}
+
+// Stop ends the apiserver and then etcd (SIGTERM, SIGKILL after a grace
+// period) and waits for both. It is for clusters from Run; Start and
+// Shared stop theirs. Stopping twice is harmless.
+func (c *Cluster) Stop() error { return c.stop() }
+
+// PIDs are the process IDs of etcd and the apiserver, as started.
+func (c *Cluster) PIDs() []int {
+	var pids []int
+	for _, p := range []*proc{c.etcd, c.api} {
+		if p != nil && p.cmd.Process != nil {
+			pids = append(pids, p.cmd.Process.Pid)
+		}
+	}
+	return pids
+}
+
+// DumpLogs writes the last lines of both logs through logf.
+func (c *Cluster) DumpLogs(logf func(format string, args ...any)) { c.dumpLogs(logf) }
 
 var shared struct {
 	sync.Mutex
@@ -248,8 +322,16 @@ func (c *Cluster) ServiceAccountToken(ctx context.Context, namespace, name strin
 type User struct {
 	// Name names the user and its context in the file.
 	Name string
-	// Token is a bearer token; empty means the admin client certificate.
+	// Token is a bearer token; empty means a client certificate: the
+	// admin's, or one for CommonName.
 	Token string
+	// CommonName, without Token, gets the user a client certificate of
+	// its own, signed by the cluster's CA: the apiserver takes the user
+	// name from it and the groups from Groups (the certificate's O), as
+	// for system:kube-controller-manager or system:kube-scheduler, whose
+	// RBAC roles the apiserver creates at start.
+	CommonName string
+	Groups     []string
 }
 
 // WriteKubeconfig writes a kubeconfig for programs that take --kubeconfig
@@ -270,7 +352,18 @@ func (c *Cluster) WriteKubeconfig(path string, users ...User) error {
 			return fmt.Errorf("kubeconfig user %q given twice (admin is always there)", u.Name)
 		}
 		a := &clientcmdapi.AuthInfo{Token: u.Token}
-		if u.Token == "" {
+		switch {
+		case u.Token != "":
+		case u.CommonName != "":
+			cert, key, err := c.pki.leaf(&x509.Certificate{
+				Subject:     pkix.Name{CommonName: u.CommonName, Organization: u.Groups},
+				ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			})
+			if err != nil {
+				return fmt.Errorf("client certificate for %s: %w", u.CommonName, err)
+			}
+			a.ClientCertificateData, a.ClientKeyData = cert, key
+		default:
 			a.ClientCertificateData, a.ClientKeyData = c.pki.adminCert, c.pki.adminKey
 		}
 		cfg.AuthInfos[u.Name] = a
@@ -350,6 +443,13 @@ func (c *Cluster) start(ctx context.Context, bins programs, opts Options) error 
 	if err != nil {
 		return err
 	}
+	if opts.EndpointReconciler && (!listen.Is4() || listen.IsLoopback()) {
+		return fmt.Errorf("Options.EndpointReconciler needs a routable IPv4 Listen address in Options.Netns (the kubernetes Service is IPv4 and refuses loopback endpoints), not %s", listen)
+	}
+	if opts.Port < 0 || opts.Port > 65535 {
+		return fmt.Errorf("Options.Port %d is not a TCP port", opts.Port)
+	}
+	c.env = opts.Env
 	dial := (&net.Dialer{}).DialContext
 	var launcher []string
 	if opts.Netns != "" {
@@ -375,11 +475,12 @@ func (c *Cluster) start(ctx context.Context, bins programs, opts Options) error 
 		return err
 	}
 	c.CAFile, c.CAPEM = files["ca"], c.pki.caPEM
+	c.ServiceAccountKeyFile = files["sa-key"]
 
 	if err := c.startEtcd(ctx, bins.etcd, launcher, dial); err != nil {
 		return err
 	}
-	return c.startAPIServer(ctx, bins.apiserver, launcher, dial, listen, files)
+	return c.startAPIServer(ctx, bins.apiserver, launcher, dial, listen, files, opts)
 }
 
 func listenAddr(opts Options) (netip.Addr, error) {
@@ -457,7 +558,7 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, launcher []string, 
 		}
 		// A failed attempt may leave a half-made member behind.
 		os.RemoveAll(filepath.Join(c.Dir, "etcd"))
-		p, err := startProc("etcd", append(append(launcher, bin), args...), filepath.Join(c.Dir, "etcd.log"))
+		p, err := startProc("etcd", append(append(launcher, bin), args...), filepath.Join(c.Dir, "etcd.log"), c.env)
 		if err != nil {
 			return err
 		}
@@ -484,7 +585,7 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, launcher []string, 
 }
 
 // startAPIServer runs kube-apiserver against etcd and waits for /readyz.
-func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []string, dial dialFunc, listen netip.Addr, files map[string]string) error {
+func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []string, dial dialFunc, listen netip.Addr, files map[string]string, opts Options) error {
 	// The Service range is IPv4, and the apiserver wants its advertised
 	// address in the same family.
 	advertise := listen
@@ -492,9 +593,12 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 		advertise = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	}
 	for attempt := 1; ; attempt++ {
-		port, err := c.freePort(listen)
-		if err != nil {
-			return err
+		port := opts.Port
+		if port == 0 {
+			var err error
+			if port, err = c.freePort(listen); err != nil {
+				return err
+			}
 		}
 		c.URL = "https://" + net.JoinHostPort(listen.String(), strconv.Itoa(port))
 		args := []string{
@@ -506,12 +610,6 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 			// ours to publish), or none in a bare namespace, where it
 			// then refuses to start.
 			"--advertise-address=" + advertise.String(),
-			// The endpoint reconciler would write the advertised
-			// address into the kubernetes Endpoints, and validation
-			// refuses loopback there; nothing here needs those
-			// endpoints. (With it off, the apiserver logs "Found stale
-			// data, removed previous endpoints" once at start: noise.)
-			"--endpoint-reconciler-type=none",
 			"--tls-cert-file=" + files["serving-cert"],
 			"--tls-private-key-file=" + files["serving-key"],
 			"--client-ca-file=" + files["ca"],
@@ -521,10 +619,6 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 			"--service-account-key-file=" + files["sa-pub"],
 			"--api-audiences=" + Issuer,
 			"--service-cluster-ip-range=" + ServiceCIDR,
-			// The ServiceAccount admission plugin rejects a pod whose
-			// service account does not exist, and without a
-			// controller-manager no namespace gets its "default" one.
-			"--disable-admission-plugins=ServiceAccount",
 			// The lab's pods and the agent's own manifests ask for
 			// privileged containers and host networking.
 			"--allow-privileged=true",
@@ -537,7 +631,22 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 			"--kubelet-preferred-address-types=InternalIP",
 			"--profiling=false",
 		}
-		p, err := startProc("kube-apiserver", append(append(launcher, bin), args...), filepath.Join(c.Dir, "kube-apiserver.log"))
+		if !opts.EndpointReconciler {
+			// The endpoint reconciler would write the advertised
+			// address into the kubernetes Endpoints, and validation
+			// refuses loopback there; nothing here needs those
+			// endpoints. (With it off, the apiserver logs "Found stale
+			// data, removed previous endpoints" once at start: noise.)
+			// On, it is the default "lease" reconciler.
+			args = append(args, "--endpoint-reconciler-type=none")
+		}
+		if !opts.ServiceAccountAdmission {
+			// The ServiceAccount admission plugin rejects a pod whose
+			// service account does not exist, and without a
+			// controller-manager no namespace gets its "default" one.
+			args = append(args, "--disable-admission-plugins=ServiceAccount")
+		}
+		p, err := startProc("kube-apiserver", append(append(launcher, bin), args...), filepath.Join(c.Dir, "kube-apiserver.log"), c.env)
 		if err != nil {
 			return err
 		}
@@ -586,7 +695,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 		}
 		c.api = nil
 		serr := p.stop()
-		if attempt < startAttempts && p.lostPortRace() {
+		if attempt < startAttempts && opts.Port == 0 && p.lostPortRace() {
 			continue
 		}
 		if last != "" {
@@ -683,7 +792,7 @@ type proc struct {
 	stopErr error
 }
 
-func startProc(name string, argv []string, logPath string) (*proc, error) {
+func startProc(name string, argv []string, logPath string, env []string) (*proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s log: %w", name, err)
@@ -691,7 +800,7 @@ func startProc(name string, argv []string, logPath string) (*proc, error) {
 	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), env...)
 	// A test binary killed by its timeout runs no cleanup; the kernel then
 	// kills the daemons with it instead of leaving them to hold ports.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

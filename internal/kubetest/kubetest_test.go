@@ -262,7 +262,8 @@ func TestKubeconfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := c.WriteKubeconfig(path, kubetest.User{Name: "reader", Token: token}); err != nil {
+	if err := c.WriteKubeconfig(path, kubetest.User{Name: "reader", Token: token},
+		kubetest.User{Name: "scheduler", CommonName: "system:kube-scheduler", Groups: []string{"lab"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -271,6 +272,7 @@ func TestKubeconfig(t *testing.T) {
 		{"", "system:serviceaccount:cli:reader"}, // the current context is the first user's
 		{"reader", "system:serviceaccount:cli:reader"},
 		{"admin", kubetest.AdminUser},
+		{"scheduler", "system:kube-scheduler"}, // a client certificate of its own
 	} {
 		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 			&clientcmd.ClientConfigLoadingRules{ExplicitPath: path},

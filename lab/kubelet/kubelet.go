@@ -141,7 +141,10 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 	}
 	defer log.Close()
 	k.cmd = exec.Command(bin, "--config", cfg, "--kubeconfig", o.Kubeconfig, "--hostname-override", o.NodeName, "--node-ip", o.NodeIP,
-		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"), "--v", "2")
+		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"), "--v", "2",
+		// Its default, /usr/libexec/kubernetes/kubelet-plugins/volume/exec,
+		// is created on the machine's disk if missing.
+		"--volume-plugin-dir", filepath.Join(dir, "volume-plugins"))
 	k.cmd.Stdout, k.cmd.Stderr = log, log
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if k.release, err = startIsolated(k.cmd, ns, dir); err != nil {
