@@ -104,9 +104,9 @@ func TestStartFailureShowsLog(t *testing.T) {
 		}
 	}
 	select {
-	case <-c.etcd.done:
+	case <-c.etcd.Done():
 	default:
-		t.Errorf("etcd (pid %d) still runs", c.etcd.cmd.Process.Pid)
+		t.Errorf("etcd (pid %d) still runs", c.etcd.PID())
 	}
 }
 

@@ -32,11 +32,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/daemon"
 	"github.com/netdiag/netdiag/internal/tools"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -198,8 +198,8 @@ func (c *Cluster) Stop() error { return c.stop() }
 func (c *Cluster) PIDs() []int {
 	var pids []int
 	for _, p := range []*proc{c.etcd, c.api} {
-		if p != nil && p.cmd.Process != nil {
-			pids = append(pids, p.cmd.Process.Pid)
+		if p != nil && p.Cmd.Process != nil {
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids
@@ -576,11 +576,11 @@ func (c *Cluster) startEtcd(ctx context.Context, bin string, launcher []string, 
 			return nil
 		}
 		c.etcd = nil
-		serr := p.stop()
+		serr := p.Stop(stopGrace)
 		if attempt < startAttempts && p.lostPortRace() {
 			continue
 		}
-		return errors.Join(fmt.Errorf("etcd did not become healthy: %w\n%s", err, p.tail(logTailLines)), serr)
+		return errors.Join(fmt.Errorf("etcd did not become healthy: %w\n%s", err, p.Tail(logTailLines)), serr)
 	}
 }
 
@@ -686,7 +686,7 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 		})
 		cancel()
 		if err == nil {
-			c.Ready = time.Since(p.started)
+			c.Ready = time.Since(p.Started)
 			c.clientset, err = kubernetes.NewForConfig(c.Admin)
 			if err != nil {
 				return fmt.Errorf("clientset for %s: %w", c.URL, err)
@@ -694,14 +694,14 @@ func (c *Cluster) startAPIServer(ctx context.Context, bin string, launcher []str
 			return nil
 		}
 		c.api = nil
-		serr := p.stop()
+		serr := p.Stop(stopGrace)
 		if attempt < startAttempts && opts.Port == 0 && p.lostPortRace() {
 			continue
 		}
 		if last != "" {
 			err = fmt.Errorf("%w (last /readyz: %s)", err, last)
 		}
-		return errors.Join(fmt.Errorf("kube-apiserver %s not ready: %w\nlast lines of %s:\n%s", c.URL, err, p.log, p.tail(logTailLines)), serr)
+		return errors.Join(fmt.Errorf("kube-apiserver %s not ready: %w\nlast lines of %s:\n%s", c.URL, err, p.Log, p.Tail(logTailLines)), serr)
 	}
 }
 
@@ -718,8 +718,8 @@ func poll(ctx context.Context, p *proc, check func(context.Context) error) error
 			return nil
 		}
 		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
+		case <-p.Done():
+			return fmt.Errorf("%s exited: %v", p.Name, p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("gave up: %w (last check: %v)", ctx.Err(), err)
 		case <-tick.C:
@@ -761,7 +761,7 @@ func (c *Cluster) stop() error {
 	var errs []error
 	for _, p := range []*proc{c.api, c.etcd} {
 		if p != nil {
-			errs = append(errs, p.stop())
+			errs = append(errs, p.Stop(stopGrace))
 		}
 	}
 	if c.ns != nil {
@@ -772,48 +772,26 @@ func (c *Cluster) stop() error {
 
 func (c *Cluster) dumpLogs(logf func(format string, args ...any)) {
 	for _, name := range []string{"kube-apiserver.log", "etcd.log"} {
-		p := &proc{log: filepath.Join(c.Dir, name)}
-		if t := p.tail(logTailLines); t != "" {
+		if t := daemon.TailFile(filepath.Join(c.Dir, name), logTailLines); t != "" {
 			logf("kubetest: last lines of %s:\n%s", name, t)
 		}
 	}
 }
 
-// proc is a daemon the harness started.
+// proc is etcd or kube-apiserver, with the URL it serves.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	log     string
-	url     string
-	started time.Time
-	done    chan struct{}
-	err     error // of Wait, once done is closed
-	stopped sync.Once
-	stopErr error
+	*daemon.Process
+	url string
 }
 
 func startProc(name string, argv []string, logPath string, env []string) (*proc, error) {
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("%s log: %w", name, err)
-	}
-	defer f.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cleanEnv(), env...)
-	// A test binary killed by its timeout runs no cleanup; the kernel then
-	// kills the daemons with it instead of leaving them to hold ports.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	p.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+	d, err := daemon.Start(name, cmd, logPath)
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return &proc{Process: d}, nil
 }
 
 // cleanEnv is the test's environment without etcd's ETCD_* settings, which
@@ -828,51 +806,14 @@ func cleanEnv() []string {
 	return env
 }
 
-// stop sends SIGTERM, then SIGKILL after the grace period, and waits.
-func (p *proc) stop() error {
-	p.stopped.Do(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			p.stopErr = fmt.Errorf("stop %s (pid %d): %w", p.name, p.cmd.Process.Pid, err)
-		}
-		t := time.NewTimer(stopGrace)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			p.cmd.Process.Kill()
-			<-p.done
-			p.stopErr = fmt.Errorf("%s (pid %d) ignored SIGTERM for %s and was killed", p.name, p.cmd.Process.Pid, stopGrace)
-		}
-	})
-	return p.stopErr
-}
-
 // lostPortRace says the process exited because its port was taken between
 // freePort and its bind.
 func (p *proc) lostPortRace() bool {
 	select {
-	case <-p.done:
+	case <-p.Done():
 	default:
 		return false
 	}
-	b, err := os.ReadFile(p.log)
+	b, err := os.ReadFile(p.Log)
 	return err == nil && strings.Contains(string(b), "address already in use")
-}
-
-// tail is the last n lines of the log.
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

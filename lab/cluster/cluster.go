@@ -35,10 +35,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/daemon"
 	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab"
@@ -116,7 +116,7 @@ type ControlPlane struct {
 	APIReady, ControllerManagerReady, SchedulerReady time.Duration
 
 	ns         *netns.NS
-	kcm, sched *proc
+	kcm, sched *daemon.Process
 	stopOnce   sync.Once
 	stopErr    error
 }
@@ -382,9 +382,9 @@ func (cp *ControlPlane) plugIn(routerPath string) error {
 func (cp *ControlPlane) Stop() error {
 	cp.stopOnce.Do(func() {
 		var errs []error
-		for _, p := range []*proc{cp.sched, cp.kcm} {
+		for _, p := range []*daemon.Process{cp.sched, cp.kcm} {
 			if p != nil {
-				errs = append(errs, p.stop())
+				errs = append(errs, p.Stop(stopGrace))
 			}
 		}
 		if cp.API != nil {
@@ -412,9 +412,9 @@ func (cp *ControlPlane) PIDs() []int {
 	if cp.API != nil {
 		pids = cp.API.PIDs()
 	}
-	for _, p := range []*proc{cp.kcm, cp.sched} {
+	for _, p := range []*daemon.Process{cp.kcm, cp.sched} {
 		if p != nil {
-			pids = append(pids, p.cmd.Process.Pid)
+			pids = append(pids, p.PID())
 		}
 	}
 	return pids
@@ -425,51 +425,23 @@ func (cp *ControlPlane) DumpLogs(logf func(format string, args ...any)) {
 	if cp.API != nil {
 		cp.API.DumpLogs(logf)
 	}
-	for _, p := range []*proc{cp.kcm, cp.sched} {
+	for _, p := range []*daemon.Process{cp.kcm, cp.sched} {
 		if p != nil {
-			if t := p.tail(logTailLines); t != "" {
-				logf("cluster: last lines of %s:\n%s", p.log, t)
+			if t := p.Tail(logTailLines); t != "" {
+				logf("cluster: last lines of %s:\n%s", p.Log, t)
 			}
 		}
 	}
 }
 
-// proc is a control-plane process.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	log     string
-	started time.Time
-	done    chan struct{}
-	err     error // of Wait, once done is closed
-	once    sync.Once
-	stopErr error
-}
-
-func (cp *ControlPlane) startProc(name, nsenter, bin string, args []string) (*proc, error) {
-	logPath := filepath.Join(cp.Dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+func (cp *ControlPlane) startProc(name, nsenter, bin string, args []string) (*daemon.Process, error) {
 	// nsenter enters the namespace and execs the program: the PID is the
 	// program's own.
 	argv := append([]string{"--net=" + cp.NetnsPath, "--", bin}, args...)
 	cmd := exec.Command(nsenter, argv...)
 	cmd.Dir = cp.Dir
-	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cleanEnv(), marker(cp.Lab, name))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), started: time.Now()}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return daemon.Start(name, cmd, filepath.Join(cp.Dir, name+".log"))
 }
 
 // cleanEnv is the caller's environment without a lab marker it may carry.
@@ -487,7 +459,7 @@ func cleanEnv() []string {
 // answers ok, the process exits or the time is up. The certificate is the
 // server's in-memory self-signed one, so it is not verified: this is a
 // liveness probe of a process this package started, on loopback.
-func (cp *ControlPlane) waitHealthy(ctx context.Context, p *proc, port int) (time.Duration, error) {
+func (cp *ControlPlane) waitHealthy(ctx context.Context, p *daemon.Process, port int) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
 	defer cancel()
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
@@ -508,54 +480,17 @@ func (cp *ControlPlane) waitHealthy(ctx context.Context, p *proc, port int) (tim
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return time.Since(p.started), nil
+				return time.Since(p.Started), nil
 			}
 			err = fmt.Errorf("%s", resp.Status)
 		}
 		last = err
 		select {
-		case <-p.done:
-			return 0, fmt.Errorf("%s exited: %v\nlast lines of %s:\n%s", p.name, p.err, p.log, p.tail(logTailLines))
+		case <-p.Done():
+			return 0, fmt.Errorf("%s exited: %v\nlast lines of %s:\n%s", p.Name, p.Err(), p.Log, p.Tail(logTailLines))
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%s not healthy at %s: %w (last: %v)\nlast lines of %s:\n%s", p.name, url, ctx.Err(), last, p.log, p.tail(logTailLines))
+			return 0, fmt.Errorf("%s not healthy at %s: %w (last: %v)\nlast lines of %s:\n%s", p.Name, url, ctx.Err(), last, p.Log, p.Tail(logTailLines))
 		case <-tick.C:
 		}
 	}
-}
-
-// stop sends SIGTERM to the PID, then SIGKILL after the grace period, and
-// waits.
-func (p *proc) stop() error {
-	p.once.Do(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			p.stopErr = fmt.Errorf("stop %s (pid %d): %w", p.name, p.cmd.Process.Pid, err)
-		}
-		t := time.NewTimer(stopGrace)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			p.cmd.Process.Kill()
-			<-p.done
-			p.stopErr = fmt.Errorf("%s (pid %d) ignored SIGTERM for %s and was killed", p.name, p.cmd.Process.Pid, stopGrace)
-		}
-	})
-	return p.stopErr
-}
-
-func (p *proc) tail(n int) string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

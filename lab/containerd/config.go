@@ -51,6 +51,64 @@ func readBridge(node *netns.NS, name string) (*bridgeInfo, error) {
 	return b, nil
 }
 
+// nodeAddrs are the node's own addresses, as the kubelet picks a node's:
+// the global ones on the interface the node's IPv4 default route leaves by,
+// IPv4 first. A host-network pod has them.
+func (r *Runtime) nodeAddrs() ([]netip.Addr, error) {
+	h, err := r.node.Handle()
+	if err != nil {
+		return nil, fmt.Errorf("containerd: %w", err)
+	}
+	defer h.Close()
+	routes, err := h.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("containerd: routes of %s: %w", r.node.Path(), err)
+	}
+	index := 0
+	for _, rt := range routes {
+		if ones, _ := maskOf(rt); rt.Table == unix.RT_TABLE_MAIN && ones == 0 && rt.LinkIndex > 0 {
+			index = rt.LinkIndex
+			break
+		}
+	}
+	if index == 0 {
+		return nil, fmt.Errorf("containerd: %s has no IPv4 default route to take the node's address from", r.node.Path())
+	}
+	l, err := h.LinkByIndex(index)
+	if err != nil {
+		return nil, fmt.Errorf("containerd: the default route's interface in %s: %w", r.node.Path(), err)
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("containerd: addresses of %s in %s: %w", l.Attrs().Name, r.node.Path(), err)
+	}
+	var v4, v6 []netip.Addr
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || !ip.Unmap().IsGlobalUnicast() {
+			continue
+		}
+		if ip = ip.Unmap(); ip.Is4() {
+			v4 = append(v4, ip)
+		} else {
+			v6 = append(v6, ip)
+		}
+	}
+	if len(v4) == 0 {
+		return nil, fmt.Errorf("containerd: %s in %s has no global IPv4 address", l.Attrs().Name, r.node.Path())
+	}
+	return append(v4, v6...), nil
+}
+
+// maskOf is a route's destination prefix length; a default route has none
+// or 0.0.0.0/0.
+func maskOf(rt netlink.Route) (int, int) {
+	if rt.Dst == nil {
+		return 0, 32
+	}
+	return rt.Dst.Mask.Size()
+}
+
 // pinBridgeMAC sets the bridge's MAC address to the one it has. A bridge
 // whose address was never set takes the lowest of its ports' and changes it
 // when ports come and go; pods that learnt the gateway's MAC before a pod was

@@ -462,10 +462,6 @@ func (r *Runtime) ImportImage(ctx context.Context, img Image) error {
 	if err != nil {
 		return err
 	}
-	ctrBin, err := exec.LookPath("ctr")
-	if err != nil {
-		return fmt.Errorf("import %s: ctr not found (apt-get install -y containerd): %w", img.Ref, err)
-	}
 	file := filepath.Join(r.Dir, "images", strings.NewReplacer("/", "_", ":", "_").Replace(img.Ref)+".tar")
 	f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -476,27 +472,67 @@ func (r *Runtime) ImportImage(ctx context.Context, img Image) error {
 		return err
 	}
 	defer os.Remove(file)
-	ictx, cancel := context.WithTimeout(ctx, time.Minute)
+	return r.ctrImport(ctx, img.Ref, file, time.Minute, "--base-name", repo)
+}
+
+// ImportArchive imports an OCI image archive (an OCI layout in a tar, as
+// `buildah push IMAGE oci-archive:PATH:NAME` or `skopeo copy` write it)
+// into the k8s.io namespace under ref ("DOMAIN/PATH:TAG", as ImportImage
+// takes it), unpacked for the runtime's snapshotter, and waits until the
+// CRI plugin lists it. Whatever the archive names its manifests, ref names
+// its index (ctr's --index-name), from which the runtime takes the machine's
+// platform. Names in the OCI ref.name annotation (buildah's and skopeo's,
+// e.g. "netdiag/netdiag:dev") are dropped unless they are bare tags, which
+// become tags of ref's repository (--base-name); a name in containerd's own
+// io.containerd.image.name annotation is kept as it is. Importing again
+// replaces the image of that name.
+func (r *Runtime) ImportArchive(ctx context.Context, path, ref string) error {
+	repo, _, err := splitRef(ref)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", ref, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("import %s: %s is not a file (an OCI archive is a tar)", ref, path)
+	}
+	// A large image takes a while to unpack: a minute per 500 MB, at
+	// least two.
+	limit := max(2*time.Minute, time.Duration(st.Size()/(500<<20)+1)*time.Minute)
+	return r.ctrImport(ctx, ref, path, limit, "--base-name", repo, "--index-name", ref)
+}
+
+// ctrImport runs `ctr images import` of an OCI layout tar with the given
+// naming flags and waits until the CRI plugin lists ref.
+func (r *Runtime) ctrImport(ctx context.Context, ref, file string, limit time.Duration, naming ...string) error {
+	ctrBin, err := exec.LookPath("ctr")
+	if err != nil {
+		return fmt.Errorf("import %s: ctr not found (apt-get install -y containerd): %w", ref, err)
+	}
+	ictx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	cmd := exec.CommandContext(ictx, ctrBin, "--address", r.Socket, "--namespace", "k8s.io", "images", "import",
-		"--base-name", repo, "--snapshotter", r.Snapshotter, "--platform", "linux/"+runtime.GOARCH, file)
+	args := append([]string{"--address", r.Socket, "--namespace", "k8s.io", "images", "import"}, naming...)
+	args = append(args, "--snapshotter", r.Snapshotter, "--platform", "linux/"+runtime.GOARCH, file)
+	cmd := exec.CommandContext(ictx, ctrBin, args...)
 	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("import %s (ctr images import): %w: %s", img.Ref, err, strings.TrimSpace(out.String()))
+		return fmt.Errorf("import %s (ctr images import): %w: %s", ref, err, strings.TrimSpace(out.String()))
 	}
 	for {
 		cctx, ccancel := context.WithTimeout(ictx, 2*time.Second)
-		st, err := r.is.ImageStatus(cctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: img.Ref}})
+		st, err := r.is.ImageStatus(cctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: ref}})
 		ccancel()
 		if err == nil && st.GetImage() != nil {
-			r.log.Debug("image imported", "ref", img.Ref, "id", st.GetImage().GetId())
+			r.log.Debug("image imported", "ref", ref, "id", st.GetImage().GetId())
 			return nil
 		}
 		select {
 		case <-ictx.Done():
-			return fmt.Errorf("import %s: ctr imported it (%s) but the CRI plugin does not list it: %v", img.Ref, strings.TrimSpace(out.String()), err)
+			return fmt.Errorf("import %s: ctr imported it (%s) but the CRI plugin does not list it: %v", ref, strings.TrimSpace(out.String()), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

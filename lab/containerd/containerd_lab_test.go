@@ -177,6 +177,10 @@ func TestPodsOnLabNodes(t *testing.T) {
 		})
 	}
 
+	t.Run("a host pod from an archive, as a DaemonSet's agent", func(t *testing.T) {
+		testHostPod(t, ctx, nodes[0].rt, nodes[0].lab, bin)
+	})
+
 	t.Run("the lab stays healthy", func(t *testing.T) {
 		res, err := lab.RunChecks(ctx, l)
 		if err != nil {
@@ -209,6 +213,146 @@ func TestPodsOnLabNodes(t *testing.T) {
 			t.Logf("note: %s/%s exists after both runtimes stopped (another runtime's?)", d, e.Name())
 		}
 	}
+}
+
+// testHostPod imports an image from an OCI archive under a name of its own
+// and runs it as a node agent's DaemonSet runs its pod: in the node's
+// network and the machine's PID namespace, as another user, with every
+// capability dropped but two, the runtime's seccomp profile, a read-only
+// root, a file and /run/netns mounted from the host (the latter so that
+// namespaces made later appear in it), and proves each of those from
+// outside the container, then runs a command in it.
+func testHostPod(t *testing.T, ctx context.Context, rt *containerd.Runtime, node *lab.Node, server string) {
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "server.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr := containerd.WriteImage(f, containerd.Image{Ref: "netdiag.lab/archived:7", Binary: server})
+	if err := errors.Join(werr, f.Close()); err != nil {
+		t.Fatal(err)
+	}
+	const ref = "netdiag.lab/hostserver:1"
+	t0 := time.Now()
+	if err := rt.ImportArchive(ctx, archive, ref); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("archive imported as %s in %v", ref, time.Since(t0).Round(time.Millisecond))
+	for _, bad := range []struct{ path, ref, want string }{
+		{archive, "hostserver:1", "domain"},
+		{filepath.Join(dir, "missing.tar"), ref, "no such file"},
+		{dir, ref, "not a file"},
+	} {
+		if err := rt.ImportArchive(ctx, bad.path, bad.ref); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("ImportArchive(%s, %s): %v, want an error saying %q", bad.path, bad.ref, err, bad.want)
+		}
+	}
+
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	user := int64(4321)
+	pod, err := rt.RunPod(ctx, containerd.PodSpec{
+		Namespace: "kube-system", Name: "host-agent", Image: ref, Args: []string{"-listen", ":18080"}, Port: 18080,
+		HostNetwork: true, HostPID: true, RunAsUser: &user,
+		CapDrop: []string{"ALL"}, CapAdd: []string{"NET_ADMIN", "NET_RAW"},
+		ReadOnlyRootfs: true, Seccomp: "RuntimeDefault",
+		Mounts: []containerd.Mount{
+			{HostPath: token, ContainerPath: "/etc/netdiag/token", ReadOnly: true},
+			{HostPath: "/run/netns", ContainerPath: "/run/netns", ReadOnly: true, Propagation: "HostToContainer"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := rt.RemovePod(context.WithoutCancel(ctx), pod); err != nil {
+			t.Error(err)
+		}
+	}()
+	t.Logf("pod %v, container PID %d", pod, pod.ContainerPID)
+	if pod.IP.String() != node.InternalIP || pod.NetnsPath != node.NetnsPath {
+		t.Errorf("host-network pod: IP %s in %s, want the node's %s in %s", pod.IP, pod.NetnsPath, node.InternalIP, node.NetnsPath)
+	}
+	proc := "/proc/" + strconv.Itoa(pod.ContainerPID)
+	for _, ns := range []struct{ name, want string }{{"net", node.NetnsPath}, {"pid", "/proc/self/ns/pid"}} {
+		if got, want := inode(t, proc+"/ns/"+ns.name), inode(t, ns.want); got != want {
+			t.Errorf("the container's %s namespace is %d, want %d (%s)", ns.name, got, want, ns.want)
+		}
+	}
+	status, err := os.ReadFile(proc + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const netAdmin, netRaw = 12, 13
+	for key, want := range map[string]string{"Uid": "4321\t4321\t4321\t4321", "CapBnd": fmt.Sprintf("%016x", 1<<netAdmin|1<<netRaw), "CapEff": fmt.Sprintf("%016x", 0),
+		"Seccomp": "2"} { // 2: a filter, the runtime's default profile
+		if got := statusField(string(status), key); got != want {
+			t.Errorf("container process %s: %q, want %q", key, got, want)
+		}
+	}
+	if b, err := os.ReadFile(proc + "/root/etc/netdiag/token"); err != nil || string(b) != "secret\n" {
+		t.Errorf("the mounted file seen through the container's root: %q, %v", b, err)
+	}
+	for _, p := range []string{"/etc/netdiag/token", "/"} {
+		if !mountedReadOnly(t, proc, p) {
+			t.Errorf("%s is not mounted read-only in the container", p)
+		}
+	}
+	late := labtest.NewBare(t, "ctrp", "late")
+	if _, err := os.Stat(proc + "/root" + late.Path("late")); err != nil {
+		t.Errorf("a namespace made after the pod started is not in its /run/netns (HostToContainer): %v", err)
+	}
+
+	res, err := rt.Exec(ctx, pod, 10*time.Second, "/server", "-listen", "no-such-address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 1 || !strings.Contains(string(res.Stderr), "server: ") {
+		t.Errorf("exec /server with a bad address: exit %d, stdout %q, stderr %q; want exit 1 and the server's error", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if _, err := rt.RunPod(ctx, containerd.PodSpec{Namespace: "default", Name: "bad-mount", Image: ref,
+		Mounts: []containerd.Mount{{HostPath: "relative", ContainerPath: "/x"}}}); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("a relative host path: %v, want a refusal", err)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// statusField is a field of /proc/PID/status.
+func statusField(status, key string) string {
+	for _, line := range strings.Split(status, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// mountedReadOnly says whether path is a read-only mount in the process's
+// mount namespace.
+func mountedReadOnly(t *testing.T, proc, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(proc + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[4] == path {
+			return strings.HasPrefix(f[5], "ro")
+		}
+	}
+	return false
 }
 
 // TestFailedStartCleansUp makes Start fail after containerd is running (the

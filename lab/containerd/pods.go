@@ -3,6 +3,7 @@ package containerd
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/netdiag/netdiag/collectors/podns"
@@ -37,6 +38,67 @@ type PodSpec struct {
 	// machine's, as containerd copies it.
 	DNSServers  []string
 	DNSSearches []string
+
+	// What a DaemonSet's node agent asks for (hostNetwork, hostPID, its
+	// securityContext and hostPath volumes).
+
+	// HostNetwork runs the pod in the node's network namespace (CRI
+	// namespace mode NODE) instead of one of its own: on a lab node that
+	// is the node's namespace, which containerd runs in. No CNI network is
+	// set up; the pod's addresses are the node's (those of the interface
+	// its default route leaves by), and Port is waited for on them.
+	HostNetwork bool
+	// HostPID shares the machine's PID namespace (CRI mode NODE): the
+	// container's /proc shows every process.
+	HostPID bool
+	// RunAsUser is the container's user ID; nil: the image's USER.
+	RunAsUser *int64
+	// CapAdd and CapDrop change the container's capabilities from the
+	// runtime's default set, by their Kubernetes names ("NET_ADMIN", no
+	// CAP_ prefix); "ALL" in CapDrop drops every one before CapAdd adds.
+	CapAdd  []string
+	CapDrop []string
+	// Mounts are host paths mounted into the container.
+	Mounts []Mount
+	// ReadOnlyRootfs makes the image's filesystem read-only
+	// (readOnlyRootFilesystem); mount a directory where it must write.
+	ReadOnlyRootfs bool
+	// Seccomp is the container's seccomp profile, as Kubernetes names
+	// it: "" or "Unconfined" (the CRI's default: none), "RuntimeDefault"
+	// (containerd's default profile).
+	Seccomp string
+}
+
+// Mount is a host path (a directory, a file or a socket) mounted into the
+// container, as a hostPath volume is.
+type Mount struct {
+	HostPath      string
+	ContainerPath string
+	ReadOnly      bool
+	// Propagation is Kubernetes' mountPropagation: "" or "None",
+	// "HostToContainer" (mounts made on the host later appear in the
+	// container: rslave; the host path must be on a shared or slave
+	// mount), "Bidirectional" (rshared).
+	Propagation string
+}
+
+// criMount maps a Mount to the CRI's.
+func (m Mount) criMount() (*cri.Mount, error) {
+	if !filepath.IsAbs(m.HostPath) || !filepath.IsAbs(m.ContainerPath) {
+		return nil, fmt.Errorf("mount %s -> %s: both paths must be absolute", m.HostPath, m.ContainerPath)
+	}
+	out := &cri.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, Readonly: m.ReadOnly}
+	switch m.Propagation {
+	case "", "None":
+		out.Propagation = cri.MountPropagation_PROPAGATION_PRIVATE
+	case "HostToContainer":
+		out.Propagation = cri.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+	case "Bidirectional":
+		out.Propagation = cri.MountPropagation_PROPAGATION_BIDIRECTIONAL
+	default:
+		return nil, fmt.Errorf("mount %s -> %s: propagation %q: accepted are None, HostToContainer and Bidirectional", m.HostPath, m.ContainerPath, m.Propagation)
+	}
+	return out, nil
 }
 
 // Pod is a running pod.
@@ -52,6 +114,8 @@ type Pod struct {
 	// runtime's state directory); PID is the pause process.
 	NetnsPath string
 	PID       int
+	// ContainerPID is the container's process, as the machine numbers it.
+	ContainerPID int
 	// LogPath is the container's CRI log.
 	LogPath string
 }
@@ -91,10 +155,34 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		labels[k] = v
 	}
 	labels[labelPodName], labels[labelPodNamespace], labels[labelPodUID] = spec.Name, spec.Namespace, spec.UID
+	secure, err := containerSecurity(spec, nil)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", spec.Namespace, spec.Name, err)
+	}
+	var mounts []*cri.Mount
+	for _, m := range spec.Mounts {
+		cm, err := m.criMount()
+		if err != nil {
+			return nil, fmt.Errorf("pod %s/%s: %w", spec.Namespace, spec.Name, err)
+		}
+		mounts = append(mounts, cm)
+	}
+	nsOpts := &cri.NamespaceOption{Network: cri.NamespaceMode_POD, Pid: cri.NamespaceMode_CONTAINER, Ipc: cri.NamespaceMode_POD}
+	hostname := spec.Name
+	if spec.HostNetwork {
+		// As the kubelet asks for a host-network pod: the node's
+		// network (and so its host name: containerd keeps the UTS
+		// namespace too).
+		nsOpts.Network, hostname = cri.NamespaceMode_NODE, ""
+	}
+	if spec.HostPID {
+		nsOpts.Pid = cri.NamespaceMode_NODE
+	}
+	secure.NamespaceOptions = nsOpts
 
 	sbConfig := &cri.PodSandboxConfig{
 		Metadata: &cri.PodSandboxMetadata{Name: spec.Name, Namespace: spec.Namespace, Uid: spec.UID},
-		Hostname: spec.Name,
+		Hostname: hostname,
 		// As the kubelet names it: /var/log/pods/NAMESPACE_NAME_UID.
 		LogDirectory: filepath.Join(r.Dir, "pods", spec.Namespace+"_"+spec.Name+"_"+spec.UID),
 		Labels:       labels,
@@ -105,7 +193,7 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 			// the pod and teardown removes one tree.
 			CgroupParent: "/" + r.Name + "/pod" + spec.UID,
 			SecurityContext: &cri.LinuxSandboxSecurityContext{
-				NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD, Pid: cri.NamespaceMode_CONTAINER, Ipc: cri.NamespaceMode_POD},
+				NamespaceOptions: nsOpts,
 			},
 		},
 	}
@@ -146,9 +234,8 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 			Envs:     envs,
 			Labels:   ctrLabels,
 			LogPath:  filepath.Join(spec.Container, "0.log"),
-			Linux: &cri.LinuxContainerConfig{SecurityContext: &cri.LinuxContainerSecurityContext{
-				NamespaceOptions: sbConfig.Linux.SecurityContext.NamespaceOptions,
-			}},
+			Mounts:   mounts,
+			Linux:    &cri.LinuxContainerConfig{SecurityContext: secure},
 		},
 		SandboxConfig: sbConfig,
 	})
@@ -162,6 +249,17 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	if err := r.readSandbox(rctx, pod); err != nil {
 		return nil, err
 	}
+	cst, err := r.rs.ContainerStatus(rctx, &cri.ContainerStatusRequest{ContainerId: pod.ContainerID, Verbose: true})
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: container status: %w", spec.Namespace, spec.Name, err)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(cst.GetInfo()["info"]), &info); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: container status info: %w", spec.Namespace, spec.Name, err)
+	}
+	pod.ContainerPID = info.PID
 	if spec.Port > 0 {
 		if err := r.waitPort(rctx, pod, 30*time.Second); err != nil {
 			return nil, err
@@ -170,12 +268,53 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	return pod, nil
 }
 
+// containerSecurity is the container's security context: the pod's
+// namespaces, and the user, capabilities, root filesystem and seccomp
+// profile the spec asks for.
+func containerSecurity(spec PodSpec, ns *cri.NamespaceOption) (*cri.LinuxContainerSecurityContext, error) {
+	sc := &cri.LinuxContainerSecurityContext{NamespaceOptions: ns, ReadonlyRootfs: spec.ReadOnlyRootfs}
+	if spec.RunAsUser != nil {
+		sc.RunAsUser = &cri.Int64Value{Value: *spec.RunAsUser}
+	}
+	if len(spec.CapAdd) > 0 || len(spec.CapDrop) > 0 {
+		sc.Capabilities = &cri.Capability{AddCapabilities: spec.CapAdd, DropCapabilities: spec.CapDrop}
+	}
+	switch spec.Seccomp {
+	case "", "Unconfined":
+	case "RuntimeDefault":
+		sc.Seccomp = &cri.SecurityProfile{ProfileType: cri.SecurityProfile_RuntimeDefault}
+	default:
+		return nil, fmt.Errorf("seccomp profile %q: accepted are Unconfined and RuntimeDefault", spec.Seccomp)
+	}
+	return sc, nil
+}
+
 // readSandbox fills the pod's addresses, namespace path and PID from the
 // sandbox's verbose status.
 func (r *Runtime) readSandbox(ctx context.Context, pod *Pod) error {
 	st, err := r.rs.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: pod.SandboxID, Verbose: true})
 	if err != nil {
 		return fmt.Errorf("pod %s/%s: sandbox status: %w", pod.Spec.Namespace, pod.Spec.Name, err)
+	}
+	if pod.Spec.HostNetwork {
+		// The runtime reports no address for a host-network sandbox
+		// (the kubelet gives it the node's) and no namespace path (it
+		// is containerd's own, the node's).
+		pid, _, err := podns.ParseSandboxInfo(st.GetInfo()["info"])
+		if err != nil {
+			return fmt.Errorf("pod %s/%s: %w", pod.Spec.Namespace, pod.Spec.Name, err)
+		}
+		pod.PID, pod.NetnsPath = pid, r.node.Path()
+		if pod.IPs, err = r.nodeAddrs(); err != nil {
+			return fmt.Errorf("pod %s/%s: %w", pod.Spec.Namespace, pod.Spec.Name, err)
+		}
+		for _, a := range pod.IPs {
+			if a.Is4() {
+				pod.IP = a
+				break
+			}
+		}
+		return nil
 	}
 	net := st.GetStatus().GetNetwork()
 	texts := []string{net.GetIp()}
@@ -228,6 +367,33 @@ func (r *Runtime) waitPort(ctx context.Context, pod *Pod, limit time.Duration) e
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ExecResult is what a command run in a container printed, and its exit
+// code.
+type ExecResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
+}
+
+// Exec runs argv in the pod's container, as `kubectl exec` does (CRI
+// ExecSync): with the container's user, capabilities, namespaces and
+// mounts. It waits for the command at most timeout (0: 30 s). A command
+// that ran and failed is a result with its exit code, not an error.
+func (r *Runtime) Exec(ctx context.Context, pod *Pod, timeout time.Duration, argv ...string) (*ExecResult, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("pod %s/%s: exec: no command", pod.Spec.Namespace, pod.Spec.Name)
+	}
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	res, err := r.rs.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: pod.ContainerID, Cmd: argv, Timeout: int64((timeout + time.Second - 1) / time.Second)})
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: exec %v: %w", pod.Spec.Namespace, pod.Spec.Name, argv, err)
+	}
+	return &ExecResult{Stdout: res.GetStdout(), Stderr: res.GetStderr(), ExitCode: res.GetExitCode()}, nil
 }
 
 // RemovePod stops the pod's container (with a grace period, as the kubelet

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 func TestDefaultRanges(t *testing.T) {
@@ -276,5 +278,58 @@ func TestNamesAndArgs(t *testing.T) {
 	}
 	if got := unescapeMount(`/tmp/a\040b\134c`); got != `/tmp/a b\c` {
 		t.Errorf("unescapeMount: %q", got)
+	}
+}
+
+// A DaemonSet agent's pod spec becomes the CRI's: mounts with their
+// propagation, the user and the capabilities, the namespaces.
+func TestDaemonSetSpec(t *testing.T) {
+	for _, tc := range []struct {
+		m    Mount
+		want cri.MountPropagation
+		err  string
+	}{
+		{m: Mount{HostPath: "/run/netns", ContainerPath: "/run/netns", ReadOnly: true, Propagation: "HostToContainer"}, want: cri.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+		{m: Mount{HostPath: "/sys/fs/cgroup", ContainerPath: "/sys/fs/cgroup"}, want: cri.MountPropagation_PROPAGATION_PRIVATE},
+		{m: Mount{HostPath: "/a", ContainerPath: "/b", Propagation: "None"}, want: cri.MountPropagation_PROPAGATION_PRIVATE},
+		{m: Mount{HostPath: "/a", ContainerPath: "/b", Propagation: "Bidirectional"}, want: cri.MountPropagation_PROPAGATION_BIDIRECTIONAL},
+		{m: Mount{HostPath: "/a", ContainerPath: "/b", Propagation: "rslave"}, err: "accepted are None, HostToContainer and Bidirectional"},
+		{m: Mount{HostPath: "a", ContainerPath: "/b"}, err: "absolute"},
+		{m: Mount{HostPath: "/a", ContainerPath: "b"}, err: "absolute"},
+	} {
+		got, err := tc.m.criMount()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%+v: %v, want an error saying %q", tc.m, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%+v: %v", tc.m, err)
+			continue
+		}
+		if got.Propagation != tc.want || got.HostPath != tc.m.HostPath || got.ContainerPath != tc.m.ContainerPath || got.Readonly != tc.m.ReadOnly {
+			t.Errorf("%+v: %v", tc.m, got)
+		}
+	}
+
+	ns := &cri.NamespaceOption{Network: cri.NamespaceMode_NODE, Pid: cri.NamespaceMode_NODE}
+	root := int64(0)
+	sc, err := containerSecurity(PodSpec{RunAsUser: &root, CapDrop: []string{"ALL"}, CapAdd: []string{"NET_ADMIN", "BPF"},
+		ReadOnlyRootfs: true, Seccomp: "RuntimeDefault"}, ns)
+	if err != nil || sc.NamespaceOptions != ns || sc.RunAsUser == nil || sc.RunAsUser.Value != 0 || !sc.ReadonlyRootfs ||
+		sc.Seccomp.GetProfileType() != cri.SecurityProfile_RuntimeDefault ||
+		strings.Join(sc.Capabilities.DropCapabilities, ",") != "ALL" || strings.Join(sc.Capabilities.AddCapabilities, ",") != "NET_ADMIN,BPF" {
+		t.Errorf("agent's security context: %v, %v", sc, err)
+	}
+	// Nothing asked: the image's user, the runtime's capabilities, no
+	// seccomp profile (the CRI's default, as the kubelet's).
+	for _, profile := range []string{"", "Unconfined"} {
+		if sc, err := containerSecurity(PodSpec{Seccomp: profile}, ns); err != nil || sc.RunAsUser != nil || sc.Capabilities != nil || sc.Seccomp != nil || sc.ReadonlyRootfs {
+			t.Errorf("default security context (seccomp %q): %v, %v", profile, sc, err)
+		}
+	}
+	if _, err := containerSecurity(PodSpec{Seccomp: "Localhost"}, ns); err == nil || !strings.Contains(err.Error(), "RuntimeDefault") {
+		t.Errorf("an unknown seccomp profile: %v", err)
 	}
 }
