@@ -57,13 +57,14 @@ LABEL org.opencontainers.image.title=netdiag \
 #   ipvsadm                         ipvsadm
 #   tcpdump                         tcpdump (compiles capture filters only; the
 #                                   capture itself is an AF_PACKET socket)
-# and ca-certificates, for the bot's HTTPS calls to Slack. Nothing runs
-# `ip` or `conntrack`: routes, links and neighbours are read over netlink and
-# the conntrack counters from /proc/sys, so iproute2 and conntrack are not
-# installed.
+# and ca-certificates, for the bot's HTTPS calls to Slack. netdiag itself
+# runs neither `ip` nor `conntrack` (routes, links and neighbours are read
+# over netlink, the conntrack counters from /proc/sys), but iproute2 and
+# conntrack are there for the engineer who `kubectl exec`s into an agent to
+# check a finding by hand with the tools the runbooks name.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates iptables nftables ipvsadm tcpdump \
+      ca-certificates iptables nftables ipvsadm tcpdump iproute2 conntrack \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 # The bot's user, and its store's directory (/var/lib/netdiag/netdiag.db, the
 # default; a volume mounted there replaces it).

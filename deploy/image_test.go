@@ -284,6 +284,9 @@ func TestImage(t *testing.T) {
 			{[]string{"ip6tables-legacy-save", "--version"}, ok("(legacy)")},
 			{[]string{"nft", "--version"}, ok("nftables v")},
 			{[]string{"tcpdump", "--version"}, ok("tcpdump version")},
+			// Not run by netdiag; there for checking a finding by hand.
+			{[]string{"ip", "-V"}, ok("iproute2")},
+			{[]string{"conntrack", "--version"}, ok("conntrack")},
 			// With the agent's capabilities, on the node: the dumps the
 			// collectors take, iptables in both flavours. ipvsadm asks
 			// the kernel before anything else, and a kernel without
