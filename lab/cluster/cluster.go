@@ -14,10 +14,14 @@
 // lab process, address or rule is touched, and the master's own addresses
 // and routes live in its namespace.
 //
-// Every process is a child of the caller, started through nsenter (the PID
-// is the program's own), carries the lab's process marker so that `netdiag
-// lab down` finds it after a crash, is ended by its PID and dies with the
-// caller (PDEATHSIG). Its files (certificates, kubeconfigs, etcd's data,
+// JoinNodes (nodes.go) then makes the lab's nodes the cluster's: on each
+// its containerd (lab/containerd) and a kubelet (lab/kubelet) registered
+// over the underlay as system:node:NAME, with the lab's PodCIDRs.
+//
+// Every process of the control plane is a child of the caller, started
+// through nsenter (the PID is the program's own), carries the lab's process
+// marker so that `netdiag lab down` finds it after a crash, is ended by its
+// PID and dies with the caller (PDEATHSIG). Its files (certificates, kubeconfigs, etcd's data,
 // logs) live in a directory under the lab's state directory, removed by
 // Stop.
 package cluster

@@ -1,14 +1,11 @@
 package containerd_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/collectors/podns"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/containerd"
@@ -119,7 +115,7 @@ func TestPodsOnLabNodes(t *testing.T) {
 				for _, from := range []struct{ name, path string }{{n.from, labPod.NetnsPath}, {other.pod.Spec.Name, other.pod.NetnsPath}} {
 					ns := labtest.OpenNS(t, from.path)
 					for _, ip := range pod.IPs {
-						body, err := httpGet(ctx, ns, netip.AddrPortFrom(ip, 8080).String())
+						body, err := labtest.HTTPGet(ctx, ns, netip.AddrPortFrom(ip, 8080).String())
 						if err != nil {
 							t.Errorf("from %s to %s: %v", from.name, ip, err)
 							continue
@@ -596,35 +592,6 @@ func requireGone(t *testing.T, r *containerd.Runtime, pods []*containerd.Pod) {
 			}
 		}
 	}
-}
-
-func httpGet(ctx context.Context, from *netns.NS, addr string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := from.Dial(ctx, "tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if err != nil {
-		return "", err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return string(body), fmt.Errorf("status %s", resp.Status)
-	}
-	return string(body), nil
 }
 
 func holds(t *testing.T, path string, ip netip.Addr) bool {

@@ -26,6 +26,10 @@ import (
 // Options say where the kubelet runs and what it talks to.
 type Options struct {
 	NodeName, NodeIP string
+	// NodeIP6, if set, is the node's second InternalIP (--node-ip
+	// NodeIP,NodeIP6: a dual-stack node). The kubelet listens on NodeIP
+	// only.
+	NodeIP6 string
 	// NetnsPath is the node's network namespace.
 	NetnsPath string
 	// CRISocket is the node's containerd; CgroupRoot the cgroup under
@@ -41,6 +45,9 @@ type Options struct {
 	// ClusterDNS and ClusterDomain make the resolv.conf of the pods it
 	// runs (dnsPolicy ClusterFirst), as in any cluster.
 	ClusterDNS, ClusterDomain string
+	// Env is added to the kubelet's environment (a marker by which its
+	// owner finds it after a crash).
+	Env []string
 }
 
 // Kubelet is a running kubelet.
@@ -105,7 +112,7 @@ nodeStatusUpdateFrequency: 5s
 `
 
 // Start runs the kubelet in the node's namespace.
-func Start(ctx context.Context, o Options) (*Kubelet, error) {
+func Start(ctx context.Context, o Options) (_ *Kubelet, err error) {
 	bin, err := find("kubelet")
 	if err != nil {
 		return nil, err
@@ -115,6 +122,11 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 		return nil, err
 	}
 	k := &Kubelet{Dir: dir, Log: filepath.Join(dir, "kubelet.log")}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	manifests, logs := filepath.Join(dir, "manifests"), filepath.Join(dir, "pod-logs")
 	for _, d := range []string{manifests, logs, filepath.Join(dir, "root"), filepath.Join(dir, "certs")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -140,15 +152,21 @@ func Start(ctx context.Context, o Options) (*Kubelet, error) {
 		return nil, err
 	}
 	defer log.Close()
-	k.cmd = exec.Command(bin, "--config", cfg, "--kubeconfig", o.Kubeconfig, "--hostname-override", o.NodeName, "--node-ip", o.NodeIP,
+	nodeIP := o.NodeIP
+	if o.NodeIP6 != "" {
+		nodeIP += "," + o.NodeIP6
+	}
+	k.cmd = exec.Command(bin, "--config", cfg, "--kubeconfig", o.Kubeconfig, "--hostname-override", o.NodeName, "--node-ip", nodeIP,
 		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"), "--v", "2",
 		// Its default, /usr/libexec/kubernetes/kubelet-plugins/volume/exec,
 		// is created on the machine's disk if missing.
 		"--volume-plugin-dir", filepath.Join(dir, "volume-plugins"))
 	k.cmd.Stdout, k.cmd.Stderr = log, log
+	if len(o.Env) > 0 {
+		k.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if k.release, err = startIsolated(k.cmd, ns, dir); err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start kubelet: %w", err)
 	}
 	return k, nil
@@ -182,6 +200,14 @@ func (k *Kubelet) Stop() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// PID is the kubelet's process ID, 0 before it started.
+func (k *Kubelet) PID() int {
+	if k.cmd == nil || k.cmd.Process == nil {
+		return 0
+	}
+	return k.cmd.Process.Pid
 }
 
 // Tail is the end of the kubelet's log.

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ func Sysctls() (map[string]string, error) {
 
 // startIsolated starts cmd in the node's network namespace and in a mount
 // namespace of its own where /proc/sys shows the kernelTunables from files
-// under dir. dir is made a shared mount first so that what the kubelet
+// under dir, and hostPaths are directories under dir (hideHostPaths). dir is made a shared mount first so that what the kubelet
 // mounts under it (pod volumes) reaches the machine's mount namespace,
 // where containerd runs; Stop unmounts it with the rest. The thread that
 // started cmd is kept until release is called: the kubelet's parent-death
@@ -97,6 +98,9 @@ func startIsolated(cmd *exec.Cmd, node *netns.NS, dir string) (release func(), e
 					return fmt.Errorf("make %s read-only: %w", dst, err)
 				}
 			}
+			if err := hideHostPaths(dir); err != nil {
+				return err
+			}
 			if err := unix.Setns(node.Fd(), unix.CLONE_NEWNET); err != nil {
 				return fmt.Errorf("enter the node's network namespace: %w", err)
 			}
@@ -112,4 +116,85 @@ func startIsolated(cmd *exec.Cmd, node *netns.NS, dir string) (release func(), e
 	}
 	var once sync.Once
 	return func() { once.Do(func() { close(stop) }) }, nil
+}
+
+// hostPaths are directories of the machine the kubelet writes whatever its
+// flags say: the device manager's socket and checkpoint
+// (pluginapi.DevicePluginPath, which it also empties at start) and the
+// symlinks to its containers' logs (ContainerLogsDir). Left as they are,
+// every lab kubelet would share them with any other kubelet of this
+// machine and leave its files there when it stops. In the kubelet's mount
+// namespace each is a directory of its own under dir, removed with it.
+var hostPaths = []string{"/var/lib/kubelet/device-plugins", "/var/log/containers"}
+
+// hideHostPaths binds, in the calling thread's mount namespace (the
+// kubelet's, unshared), a directory under dir over each of hostPaths, or
+// over its deepest existing ancestor so that nothing is created on the
+// machine's disk: dir holds the missing part of the path. The mount
+// holding each bind's target is made a slave first (only that mount, not
+// its children: dir's own shared mount, through which pod volumes reach
+// the machine's namespace, is left as it is), so that the bind does not
+// propagate to the machine's mount namespace.
+func hideHostPaths(dir string) error {
+	root := filepath.Join(dir, "host")
+	var targets []string
+	for _, p := range hostPaths {
+		if err := os.MkdirAll(filepath.Join(root, p), 0o755); err != nil {
+			return err
+		}
+		at := p
+		for {
+			if _, err := os.Stat(at); err == nil {
+				break
+			}
+			at = filepath.Dir(at)
+		}
+		targets = append(targets, at)
+	}
+	sort.Strings(targets)
+	var done []string
+	for _, at := range targets {
+		if slices.ContainsFunc(done, func(d string) bool { return at == d || strings.HasPrefix(at, d+"/") || d == "/" }) {
+			continue // already under a bind of ours
+		}
+		if at == "/" {
+			return fmt.Errorf("none of %s exists: refusing to bind over /", strings.Join(hostPaths, ", "))
+		}
+		mp, err := mountPointOf(at)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount("", mp, "", unix.MS_SLAVE, ""); err != nil {
+			return fmt.Errorf("make %s a slave mount: %w", mp, err)
+		}
+		if err := unix.Mount(filepath.Join(root, at), at, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s over %s: %w", filepath.Join(root, at), at, err)
+		}
+		done = append(done, at)
+	}
+	return nil
+}
+
+// mountPointOf is the mount point of the mount holding path, in the
+// calling thread's mount namespace.
+func mountPointOf(path string) (string, error) {
+	b, err := os.ReadFile("/proc/thread-self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		if (mp == "/" || path == mp || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no mount holds %s", path)
+	}
+	return best, nil
 }
