@@ -101,9 +101,10 @@ COPY --from=build /out/netdiag /out/netdiag-agent /usr/local/bin/
 #   /run/netns          hostPath, read-only, mountPropagation: HostToContainer:
 #                       the named namespaces (ip netns, CNI plugins), also
 #                       those made after the agent started
-#   the CRI socket      hostPath /run/containerd/containerd.sock (CRI-O:
-#                       /run/crio/crio.sock) at the same path, read-only: the
-#                       agent asks the runtime for a pod's sandbox
+#   the CRI socket      its directory as a hostPath, read-only, at the same
+#                       path (so a restarted runtime's new socket appears),
+#                       passed as --cri-socket: the agent asks the runtime
+#                       for a pod's sandbox
 #   /sys/fs/cgroup      hostPath, read-only: a pod's processes by its UID when
 #                       the runtime does not know it
 # deploy/IMAGE.md says the same, with what the image's test

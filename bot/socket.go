@@ -103,13 +103,15 @@ func (b *Bot) socketEvents(ctx context.Context, client *socketmode.Client, conne
 // response.
 func (b *Bot) socketRequest(ctx context.Context, client *socketmode.Client, evt socketmode.Event) {
 	handler, r, ok := "socket_commands", Reply{}, evt.Request != nil
+	if evt.Type == socketmode.EventTypeInteractive {
+		handler = "socket_interactions" // also when its payload is malformed
+	}
 	switch d := evt.Data.(type) {
 	case slack.SlashCommand:
 		if ok {
 			r = b.Command(ctx, d)
 		}
 	case slack.InteractionCallback:
-		handler = "socket_interactions"
 		if ok {
 			r = b.Interaction(ctx, d)
 		}

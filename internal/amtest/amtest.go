@@ -29,10 +29,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/netdiag/netdiag/internal/daemon"
 	"github.com/netdiag/netdiag/internal/tools"
 	"sigs.k8s.io/yaml"
 )
@@ -92,21 +92,12 @@ type AM struct {
 	// reconfig serialises Reconfigure: each call's check must see its own
 	// file in force.
 	reconfig sync.Mutex
-	proc     *proc
+	proc     *daemon.Process
 
 	// ownDir: the directory is Launch's, for Stop to remove.
 	ownDir     bool
 	removeOnce sync.Once
 	removeErr  error
-}
-
-// proc is the Alertmanager process of one start attempt.
-type proc struct {
-	cmd      *exec.Cmd
-	done     chan struct{}
-	waitErr  error // of Wait, once done is closed
-	stopOnce sync.Once
-	stopErr  error
 }
 
 // Find returns the path of the alertmanager binary: in PATH, $GOBIN,
@@ -221,7 +212,7 @@ func (am *AM) PID() int {
 	if am.proc == nil {
 		return 0
 	}
-	return am.proc.cmd.Process.Pid
+	return am.proc.PID()
 }
 
 func newAM(dir string) *AM {
@@ -404,11 +395,6 @@ func (am *AM) start(ctx context.Context, bin string, cfg []byte) error {
 }
 
 func (am *AM) spawn(bin string, port int) error {
-	f, err := os.Create(am.logPath)
-	if err != nil {
-		return fmt.Errorf("alertmanager log: %w", err)
-	}
-	defer f.Close()
 	cmd := exec.Command(bin,
 		"--config.file="+am.cfgPath,
 		"--storage.path="+filepath.Join(am.dir, "data"),
@@ -421,20 +407,14 @@ func (am *AM) spawn(bin string, port int) error {
 		"--cluster.listen-address=",
 		"--log.level=debug",
 	)
-	cmd.Stdout, cmd.Stderr = f, f
 	// A test binary killed by its timeout, or a demo killed outright, runs
-	// no cleanup; the kernel then kills Alertmanager with it instead of
-	// leaving it to hold its port.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", bin, err)
+	// no cleanup; daemon.Start has the kernel kill Alertmanager with it
+	// instead of leaving it to hold its port.
+	p, err := daemon.Start("alertmanager", cmd, am.logPath)
+	if err != nil {
+		return err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
 	am.proc = p
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
 	return nil
 }
 
@@ -453,8 +433,8 @@ func (am *AM) waitReady(ctx context.Context) error {
 			break
 		}
 		select {
-		case <-am.proc.done:
-			return fmt.Errorf("alertmanager exited: %v", am.proc.waitErr)
+		case <-am.proc.Done():
+			return fmt.Errorf("alertmanager exited: %v", am.proc.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("gave up after %s: %w (last check: %v)", readyTimeout, ctx.Err(), err)
 		case <-tick.C:
@@ -476,7 +456,7 @@ func (am *AM) waitReady(ctx context.Context) error {
 		return fmt.Errorf("decode /api/v2/status: %w", err)
 	}
 	if v := st.VersionInfo.Version; v != Version {
-		return fmt.Errorf("%s reports version %q, want %s: run ./scripts/install-deps, which builds it (with its version stamped) into $(go env GOPATH)/bin", am.proc.cmd.Path, v, Version)
+		return fmt.Errorf("%s reports version %q, want %s: run ./scripts/install-deps, which builds it (with its version stamped) into $(go env GOPATH)/bin", am.proc.Cmd.Path, v, Version)
 	}
 	if st.Cluster.Status != "disabled" {
 		return fmt.Errorf("cluster status %q, want disabled", st.Cluster.Status)
@@ -491,34 +471,14 @@ func (am *AM) stop() error {
 	if p == nil {
 		return nil
 	}
-	p.stopOnce.Do(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		pid := p.cmd.Process.Pid
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			p.stopErr = fmt.Errorf("stop alertmanager (pid %d): %w", pid, err)
-		}
-		t := time.NewTimer(stopGrace)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			p.cmd.Process.Kill()
-			<-p.done
-			p.stopErr = fmt.Errorf("alertmanager (pid %d) ignored SIGTERM for %s and was killed", pid, stopGrace)
-		}
-	})
-	return p.stopErr
+	return p.Stop(stopGrace)
 }
 
 // lostPortRace says the process exited because its port was taken between
 // freePort and its bind.
 func (am *AM) lostPortRace() bool {
 	select {
-	case <-am.proc.done:
+	case <-am.proc.Done():
 	default:
 		return false
 	}

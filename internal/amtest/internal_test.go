@@ -115,7 +115,7 @@ func TestStartFailureShowsLog(t *testing.T) {
 		t.Errorf("the error does not carry Alertmanager's reason from its log")
 	}
 	select {
-	case <-am.proc.done:
+	case <-am.proc.Done():
 	default:
 		t.Error("alertmanager still running after a failed start")
 	}
@@ -161,7 +161,7 @@ func TestLaunchStop(t *testing.T) {
 		}
 	}()
 	pid := am.PID()
-	if pid <= 0 || am.proc.cmd.Process.Signal(syscall.Signal(0)) != nil {
+	if pid <= 0 || am.proc.Cmd.Process.Signal(syscall.Signal(0)) != nil {
 		t.Fatalf("PID %d is not a running process", pid)
 	}
 	if err := am.PostAlerts(ctx, Alert{Labels: map[string]string{"alertname": "Launched"}}); err != nil {
@@ -180,7 +180,7 @@ func TestLaunchStop(t *testing.T) {
 	}
 	stopped = true
 	select {
-	case <-am.proc.done:
+	case <-am.proc.Done():
 	default:
 		t.Error("alertmanager still running after Stop")
 	}

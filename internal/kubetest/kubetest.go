@@ -168,8 +168,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 
 // Run starts a control plane outside a test, keeping its certificates,
 // data and logs in dir, which must exist and which the caller removes after
-// Stop. IsMissing tells an error that etcd or kube-apiserver is
-// not installed. On error nothing is left running.
+// Stop. On error nothing is left running.
 func Run(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 	bins, err := findPrograms()
 	if err != nil {
@@ -180,13 +179,6 @@ func Run(ctx context.Context, dir string, opts Options) (*Cluster, error) {
 		return nil, errors.Join(err, c.stop())
 	}
 	return c, nil
-}
-
-// IsMissing says that err is, or wraps, the error of Run for programs
-// that are not installed (run ./scripts/install-deps).
-func IsMissing(err error) bool {
-	var m *errMissing
-	return errors.As(err, &m)
 }
 
 // Stop ends the apiserver and then etcd (SIGTERM, SIGKILL after a grace

@@ -355,7 +355,12 @@ func sandboxNetns(t *testing.T, ctx context.Context, rt *containerd.Runtime, uid
 func hostEntries() []string {
 	var out []string
 	for _, d := range []string{"/var/lib/kubelet/device-plugins", "/var/log/containers"} {
-		es, _ := os.ReadDir(d)
+		es, err := os.ReadDir(d)
+		if err != nil {
+			// Absent before and after is fine; appearing is not.
+			out = append(out, d+"@absent")
+			continue
+		}
 		for _, e := range es {
 			info, err := e.Info()
 			if err == nil {

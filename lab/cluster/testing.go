@@ -21,12 +21,6 @@ import (
 func StartForTest(t testing.TB, l *lab.Lab, opts Options) *ControlPlane {
 	t.Helper()
 	labtest.RequireRoot(t)
-	if _, err := findPrograms(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("cluster: %v (CI is set, so this is not skipped)", err)
-		}
-		t.Skipf("cluster: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cp, err := Start(ctx, l, opts)
@@ -70,22 +64,7 @@ func JoinNodesForTest(t testing.TB, cp *ControlPlane, opts NodeOptions) *Nodes {
 		}
 		t.Skipf("cluster nodes: %v", err)
 	}
-	before, err := kubelet.Sysctls()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// The machine's own sysctls are not the lab's to change.
-		after, err := kubelet.Sysctls()
-		if err != nil {
-			t.Error(err)
-		}
-		for k, v := range before {
-			if after[k] != v {
-				t.Errorf("a kubelet changed the machine's %s from %s to %s", k, v, after[k])
-			}
-		}
-	})
+	kubelet.CheckSysctls(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	ns, err := cp.JoinNodes(ctx, opts)

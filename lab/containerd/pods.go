@@ -155,10 +155,6 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 		labels[k] = v
 	}
 	labels[labelPodName], labels[labelPodNamespace], labels[labelPodUID] = spec.Name, spec.Namespace, spec.UID
-	secure, err := containerSecurity(spec, nil)
-	if err != nil {
-		return nil, fmt.Errorf("pod %s/%s: %w", spec.Namespace, spec.Name, err)
-	}
 	var mounts []*cri.Mount
 	for _, m := range spec.Mounts {
 		cm, err := m.criMount()
@@ -178,7 +174,10 @@ func (r *Runtime) RunPod(ctx context.Context, spec PodSpec) (_ *Pod, err error) 
 	if spec.HostPID {
 		nsOpts.Pid = cri.NamespaceMode_NODE
 	}
-	secure.NamespaceOptions = nsOpts
+	secure, err := containerSecurity(spec, nsOpts)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s/%s: %w", spec.Namespace, spec.Name, err)
+	}
 
 	sbConfig := &cri.PodSandboxConfig{
 		Metadata: &cri.PodSandboxMetadata{Name: spec.Name, Namespace: spec.Namespace, Uid: spec.UID},

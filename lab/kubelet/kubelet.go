@@ -21,6 +21,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/daemon"
+	"github.com/netdiag/netdiag/internal/tools"
 )
 
 // Options say where the kubelet runs and what it talks to.
@@ -113,7 +115,7 @@ nodeStatusUpdateFrequency: 5s
 
 // Start runs the kubelet in the node's namespace.
 func Start(ctx context.Context, o Options) (_ *Kubelet, err error) {
-	bin, err := find("kubelet")
+	bin, err := tools.FindGoInstalled("kubelet")
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +213,7 @@ func (k *Kubelet) PID() int {
 }
 
 // Tail is the end of the kubelet's log.
-func (k *Kubelet) Tail(n int) string {
-	b, _ := os.ReadFile(k.Log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (k *Kubelet) Tail(n int) string { return daemon.TailFile(k.Log, n) }
 
 // mountsUnder lists mount points under dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
@@ -235,20 +230,4 @@ func mountsUnder(dir string) ([]string, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out, nil
-}
-
-func find(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		home, _ := os.UserHomeDir()
-		gopath = filepath.Join(home, "go")
-	}
-	p := filepath.Join(gopath, "bin", name)
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("%s not found in PATH or %s: run ./scripts/install-deps", name, filepath.Dir(p))
 }

@@ -77,8 +77,7 @@ func startIsolated(cmd *exec.Cmd, node *netns.NS, dir string) (release func(), e
 	done, stop := make(chan error, 1), make(chan struct{})
 	// The thread that unshares its mount namespace never goes back to the
 	// scheduler: it stays locked and ends with this goroutine.
-	go func() {
-		runtime.LockOSThread()
+	offMainThread(func() {
 		err := func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 				return fmt.Errorf("new mount namespace: %w", err)
@@ -110,12 +109,37 @@ func startIsolated(cmd *exec.Cmd, node *netns.NS, dir string) (release func(), e
 		if err == nil {
 			<-stop
 		}
-	}()
+	})
 	if err := <-done; err != nil {
 		return nil, errors.Join(err, unix.Unmount(dir, unix.MNT_DETACH))
 	}
 	var once sync.Once
 	return func() { once.Do(func() { close(stop) }) }, nil
+}
+
+// offMainThread runs fn in a new goroutine locked to an OS thread that is
+// not the process's main thread, and leaves it locked, so that the thread
+// ends with fn. A locked goroutine that ends on the main thread does not end
+// it: the runtime parks it for good, still in whatever namespace fn moved it
+// to, and /proc/self (the main thread's view: mountinfo, ns/mnt) would show
+// that namespace to the rest of the process.
+func offMainThread(fn func()) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			fn()
+			return
+		}
+		// Holding the main thread, a new goroutine cannot get it.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			fn()
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+	}()
 }
 
 // hostPaths are directories of the machine the kubelet writes whatever its

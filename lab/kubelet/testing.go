@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab/labtest"
 )
 
@@ -16,16 +17,13 @@ import (
 func StartForTest(t testing.TB, o Options) *Kubelet {
 	t.Helper()
 	labtest.RequireRoot(t)
-	if _, err := find("kubelet"); err != nil {
+	if _, err := tools.FindGoInstalled("kubelet"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal(err)
 		}
 		t.Skip(err)
 	}
-	before, err := Sysctls()
-	if err != nil {
-		t.Fatal(err)
-	}
+	CheckSysctls(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	k, err := Start(ctx, o)
@@ -39,16 +37,29 @@ func StartForTest(t testing.TB, o Options) *Kubelet {
 		if err := k.Stop(); err != nil {
 			t.Errorf("stop kubelet: %v", err)
 		}
-		// The machine's own sysctls are not the lab's to change.
+	})
+	return k
+}
+
+// CheckSysctls reads the machine's sysctls a kubelet cares about now and
+// checks, when the test ends, that none changed: the machine's own
+// settings are not the lab's to change. Call it before starting kubelets,
+// so that its check runs after their cleanup has stopped them.
+func CheckSysctls(t testing.TB) {
+	t.Helper()
+	before, err := Sysctls()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
 		after, err := Sysctls()
 		if err != nil {
 			t.Error(err)
 		}
-		for k, v := range before {
-			if after[k] != v {
-				t.Errorf("the kubelet changed the machine's %s from %s to %s", k, v, after[k])
+		for name, v := range before {
+			if after[name] != v {
+				t.Errorf("a kubelet changed the machine's %s from %s to %s", name, v, after[name])
 			}
 		}
 	})
-	return k
 }
