@@ -245,13 +245,19 @@ func baseline(l *Lab) *Desired {
 		c.Sysctls["ipv4.fib_multipath_hash_policy"] = "0"
 		c.Sysctls["bridge.bridge-nf-call-iptables"] = "1"
 		c.Sysctls["bridge.bridge-nf-call-ip6tables"] = "1"
-		c.Filter.Node = n.Name
-		d.KubeProxy[n.Name] = true
 		c.Links = append(c.Links, &LinkConfig{Name: n.NIC, Kind: "veth", PeerNS: router.Netns, PeerName: "ul-" + n.Name, MTU: nicMTU,
 			Addrs: []string{n.InternalIP + "/24", n.InternalIP6 + "/64"}})
 		for _, x := range n.ExtraNICs {
 			c.Links = append(c.Links, &LinkConfig{Name: x.Name, Kind: "veth", PeerNS: mgmt.Netns, PeerName: "to-" + n.Name, MTU: nicMTU, Addrs: []string{x.Address}})
 		}
+		c.Routes = append(c.Routes, RouteConfig{Dst: "default", Via: routerUL, Dev: n.NIC})
+		c.Routes6 = append(c.Routes6, RouteConfig{Dst: "default", Via: routerUL6, Dev: n.NIC})
+		if l.Shape == ShapeCluster {
+			// The rest of a node is the cluster's to make.
+			continue
+		}
+		c.Filter.Node = n.Name
+		d.KubeProxy[n.Name] = true
 		c.Links = append(c.Links,
 			// A fixed MAC, as the CNI bridge plugin gives cni0: a bridge
 			// without one takes its lowest port's, which changes as pods
@@ -263,8 +269,6 @@ func baseline(l *Lab) *Desired {
 				Addrs: []string{n.Overlay.Address + "/32", n.Overlay.Address6 + "/128"},
 				VXLAN: &VXLANConfig{VNI: n.Overlay.VNI, Local: n.Overlay.Local, Dev: n.NIC, Port: n.Overlay.Port}},
 		)
-		c.Routes = append(c.Routes, RouteConfig{Dst: "default", Via: routerUL, Dev: n.NIC})
-		c.Routes6 = append(c.Routes6, RouteConfig{Dst: "default", Via: routerUL6, Dev: n.NIC})
 		for _, peer := range l.Nodes {
 			if peer.Name == n.Name {
 				continue
@@ -299,22 +303,25 @@ func baseline(l *Lab) *Desired {
 		d.Resolv[p.ResolvConf] = podResolvConf(l, p.Namespace)
 	}
 
-	// Servers.
-	web, _ := l.Pod("default/web")
-	dns, _ := l.Pod("kube-system/coredns")
-	// "[::]" is one dual-stack socket (IPV6_V6ONLY off): it takes IPv4
-	// connections as v4-mapped addresses. "0.0.0.0" would be IPv4 only.
-	d.Procs["web"] = &ProcSpec{Name: "web", Netns: web.Netns, Helper: "http",
-		Args: []string{"--listen", "[::]:8080", "--name", "default/web"}, Ready: "tcp:127.0.0.1:8080"}
+	// Servers. "[::]" is one dual-stack socket (IPV6_V6ONLY off): it takes
+	// IPv4 connections as v4-mapped addresses. "0.0.0.0" would be IPv4
+	// only.
 	d.Procs["ext-http"] = &ProcSpec{Name: "ext-http", Netns: ext.Netns, Helper: "http",
 		Args: []string{"--listen", "[::]:80", "--name", "ext"}, Ready: "tcp:127.0.0.1:80"}
+	d.Procs["upstream-dns"] = &ProcSpec{Name: "upstream-dns", Netns: ext.Netns,
+		Args: []string{"-conf", filepath.Join(l.StateDir, "Corefile.upstream")}, Ready: "dns:127.0.0.1:53"}
+	if l.Shape == ShapeCluster {
+		return d
+	}
+	web, _ := l.Pod("default/web")
+	dns, _ := l.Pod("kube-system/coredns")
+	d.Procs["web"] = &ProcSpec{Name: "web", Netns: web.Netns, Helper: "http",
+		Args: []string{"--listen", "[::]:8080", "--name", "default/web"}, Ready: "tcp:127.0.0.1:8080"}
 	d.Procs["apiserver"] = &ProcSpec{Name: "apiserver", Netns: nodeA.Netns, Helper: "http",
 		Args:  []string{"--listen", hostPort(nodeA.InternalIP, apiPort), "--name", "kube-apiserver"},
 		Ready: "tcp:" + hostPort(nodeA.InternalIP, apiPort)}
 	d.Procs["coredns"] = &ProcSpec{Name: "coredns", Netns: dns.Netns,
 		Args: []string{"-conf", filepath.Join(l.StateDir, "Corefile.cluster")}, Ready: "dns:127.0.0.1:53"}
-	d.Procs["upstream-dns"] = &ProcSpec{Name: "upstream-dns", Netns: ext.Netns,
-		Args: []string{"-conf", filepath.Join(l.StateDir, "Corefile.upstream")}, Ready: "dns:127.0.0.1:53"}
 	return d
 }
 
@@ -341,6 +348,9 @@ func (d *Desired) finish() {
 			ep := &d.Lab.Services[i].Endpoints[j]
 			ep.Ready = ep.Pod == "" || !d.NotReady[ep.Pod]
 		}
+	}
+	if d.Lab.Shape == ShapeCluster {
+		return // the cluster's API server is the Kubernetes view
 	}
 	for i := range d.Lab.Nodes {
 		n := &d.Lab.Nodes[i]

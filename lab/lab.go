@@ -56,7 +56,9 @@ func ValidateInstance(name string) error {
 // Services. It is what `netdiag lab status -o json` prints, and what tests and
 // the lab's Kubernetes view read.
 type Lab struct {
-	Instance      string `json:"instance"`
+	Instance string `json:"instance"`
+	// Shape is ShapeEmulated or ShapeCluster.
+	Shape         string `json:"shape"`
 	Prefix        string `json:"prefix"`
 	StateDir      string `json:"state_dir"`
 	ClusterDomain string `json:"cluster_domain"`
@@ -72,6 +74,24 @@ type Lab struct {
 	Services    []Service `json:"services"`
 	Hosts       []Host    `json:"hosts"`
 }
+
+// The shapes a lab instance comes in.
+const (
+	// ShapeEmulated is the lab that plays Kubernetes: its overlay, pods,
+	// Services and CoreDNS are built by the lab itself, and its faults are
+	// kernel state it writes.
+	ShapeEmulated = "emulated"
+	// ShapeCluster is the machines and the wires alone: the router, the
+	// outside and management hosts, and the nodes with their NICs,
+	// addresses, default routes and forwarding. A real cluster
+	// (lab/cluster) brings everything else, as on a real network: flannel
+	// the overlay and cni0, containerd and the kubelet the pods, kube-proxy
+	// the Service rules. The lab then owns no firewall rule, link or route
+	// that those programs write, so it never rewrites them. Its
+	// description keeps the nodes' PodCIDRs (the cluster gives the nodes
+	// these) and the Services' ClusterIPs, without pods or endpoints.
+	ShapeCluster = "cluster"
+)
 
 // Node is a cluster node: a namespace with the node's NIC, its cni0 bridge and
 // its VXLAN device.
@@ -242,15 +262,22 @@ func mirror6(v4 string) string {
 
 // New returns the description of a lab instance. It is a pure function of the
 // instance name: building, status and cleanup all derive names from it.
-func New(instance string) (*Lab, error) {
+func New(instance string) (*Lab, error) { return NewShape(instance, ShapeEmulated) }
+
+// NewShape is New for a lab of the given shape.
+func NewShape(instance, shape string) (*Lab, error) {
 	if err := ValidateInstance(instance); err != nil {
 		return nil, err
+	}
+	if shape != ShapeEmulated && shape != ShapeCluster {
+		return nil, fmt.Errorf("invalid lab shape %q: accepted are %q and %q", shape, ShapeEmulated, ShapeCluster)
 	}
 	prefix := NamePrefix + instance + "-"
 	ns := func(n string) (string, string) { return prefix + n, "/run/netns/" + prefix + n }
 
 	l := &Lab{
 		Instance:      instance,
+		Shape:         shape,
 		Prefix:        prefix,
 		StateDir:      filepath.Join(StateRoot, instance),
 		ClusterDomain: "cluster.local",
@@ -307,6 +334,21 @@ func New(instance string) (*Lab, error) {
 		{Namespace: "default", Name: "web", ClusterIP: webClusterIP,
 			Ports:     []ServicePort{{Name: "http", Protocol: "TCP", Port: 80, TargetPort: 8080}},
 			Endpoints: []Endpoint{{Pod: "default/web", Node: "node-a", IP: "198.19.1.10", Ready: true}}},
+	}
+
+	if shape == ShapeCluster {
+		l.Pods = nil
+		var svcs []Service
+		for _, s := range l.Services {
+			if s.Name == "kubernetes" || s.Key() == l.DNSService {
+				s.Endpoints = nil
+				svcs = append(svcs, s)
+			}
+		}
+		l.Services = svcs
+		for i := range l.Nodes {
+			l.Nodes[i].KubeProxy = ""
+		}
 	}
 
 	mkHost := func(name, role, ip, ip6 string) Host {

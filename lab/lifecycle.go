@@ -28,6 +28,19 @@ type state struct {
 	Faults  []string             `json:"faults"`
 	Procs   map[string]procState `json:"procs"`
 	Version int                  `json:"version"`
+	// Shape is the lab's shape; empty in state files written before
+	// shapes existed, which were all emulated.
+	Shape string `json:"shape,omitempty"`
+}
+
+// newFromState is the description of an instance in the shape its state
+// records.
+func newFromState(instance string, st *state) (*Lab, error) {
+	shape := ShapeEmulated
+	if st != nil && st.Shape != "" {
+		shape = st.Shape
+	}
+	return NewShape(instance, shape)
 }
 
 func statePath(l *Lab) string { return filepath.Join(l.StateDir, "state.json") }
@@ -105,11 +118,18 @@ func existingNamespaces(l *Lab) []string {
 // RequiredTools are the programs the lab runs.
 var RequiredTools = []string{"ip", "iptables-restore", "ip6tables-restore", "nft", "coredns"}
 
-// Up builds the lab instance. It refuses to build over an existing one, and
-// removes what it built if a step fails, so there is never half a lab.
+// Up builds the lab instance in the emulated shape. It refuses to build
+// over an existing one, and removes what it built if a step fails, so there
+// is never half a lab.
 func Up(ctx context.Context, instance string, log *slog.Logger) (*Lab, error) {
+	return UpShape(ctx, instance, ShapeEmulated, log)
+}
+
+// UpShape is Up for a lab of the given shape (ShapeEmulated or
+// ShapeCluster).
+func UpShape(ctx context.Context, instance, shape string, log *slog.Logger) (*Lab, error) {
 	log = orDiscard(log)
-	l, err := New(instance)
+	l, err := NewShape(instance, shape)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +159,7 @@ func Up(ctx context.Context, instance string, log *slog.Logger) (*Lab, error) {
 	if err := os.MkdirAll(filepath.Join(l.StateDir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	st := &state{Phase: "building", Since: time.Now().UTC(), Procs: map[string]procState{}, Version: 1}
+	st := &state{Phase: "building", Since: time.Now().UTC(), Procs: map[string]procState{}, Version: 1, Shape: shape}
 	if err := saveState(l, st); err != nil {
 		return nil, err
 	}
@@ -351,6 +371,11 @@ func GetStatus(instance string) (*Status, error) {
 	}
 	st, err := loadState(l)
 	present := existingNamespaces(l)
+	if err == nil {
+		if l, err = newFromState(instance, st); err != nil {
+			return nil, err
+		}
+	}
 	if err != nil {
 		if len(present) == 0 {
 			return &Status{Lab: l, Phase: "down", Faults: []string{}}, nil
@@ -435,6 +460,14 @@ func change(ctx context.Context, instance string, log *slog.Logger, mutate func(
 	st, err := loadState(l)
 	if err != nil || st.Phase != "up" {
 		return &NotUpError{Instance: instance}
+	}
+	if st.Shape == ShapeCluster {
+		// Applying would flush the firewall, routes and links that
+		// kube-proxy, flannel and the CNI plugins wrote.
+		return fmt.Errorf("lab %q runs a real cluster (shape %q): its faults are made on the cluster, not by rewriting the nodes; `netdiag lab down --instance %s` ends it", instance, st.Shape, instance)
+	}
+	if l, err = newFromState(instance, st); err != nil {
+		return err
 	}
 	if err := mutate(st); err != nil {
 		return err

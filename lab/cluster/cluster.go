@@ -120,6 +120,7 @@ type ControlPlane struct {
 	APIReady, ControllerManagerReady, SchedulerReady time.Duration
 
 	ns         *netns.NS
+	bins       programs
 	kcm, sched *daemon.Process
 	stopOnce   sync.Once
 	stopErr    error
@@ -182,7 +183,7 @@ func Start(ctx context.Context, l *lab.Lab, opts Options) (cp *ControlPlane, err
 	}
 	cp = &ControlPlane{
 		Lab: l, Netns: l.Prefix + MasterName, NetnsPath: filepath.Join(netns.RunDir, l.Prefix+MasterName),
-		IP: MasterIP, IP6: MasterIP6, ClusterCIDRs: []string{l.ClusterCIDR, l.ClusterCIDR6},
+		IP: MasterIP, IP6: MasterIP6, ClusterCIDRs: []string{l.ClusterCIDR, l.ClusterCIDR6}, bins: bins,
 	}
 	defer func() {
 		if err != nil {
@@ -439,24 +440,40 @@ func (cp *ControlPlane) DumpLogs(logf func(format string, args ...any)) {
 }
 
 func (cp *ControlPlane) startProc(name, nsenter, bin string, args []string) (*daemon.Process, error) {
+	return cp.startIn(cp.NetnsPath, name, nsenter, bin, args, nil)
+}
+
+// startIn runs bin in the network namespace at netnsPath, with the lab's
+// marker and env added to a clean environment; its log is NAME.log in the
+// control plane's directory.
+func (cp *ControlPlane) startIn(netnsPath, name, nsenter, bin string, args, env []string) (*daemon.Process, error) {
 	// nsenter enters the namespace and execs the program: the PID is the
 	// program's own.
-	argv := append([]string{"--net=" + cp.NetnsPath, "--", bin}, args...)
+	argv := append([]string{"--net=" + netnsPath, "--", bin}, args...)
 	cmd := exec.Command(nsenter, argv...)
 	cmd.Dir = cp.Dir
-	cmd.Env = append(cleanEnv(), marker(cp.Lab, name))
+	cmd.Env = append(append(cleanEnv(), env...), marker(cp.Lab, name))
 	return daemon.Start(name, cmd, filepath.Join(cp.Dir, name+".log"))
 }
 
-// cleanEnv is the caller's environment without a lab marker it may carry.
+// cleanEnv is the caller's environment without a lab marker it may carry,
+// without what would change flanneld's flags (every FLANNELD_FLAG variable
+// is its --flag) or make it notify the caller's service manager
+// (NOTIFY_SOCKET), and with the sbin directories on PATH, where kube-proxy
+// and flanneld find iptables.
 func cleanEnv() []string {
 	var env []string
+	path := "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, procMarker+"=") {
+		switch {
+		case strings.HasPrefix(kv, procMarker+"="), strings.HasPrefix(kv, "FLANNELD_"), strings.HasPrefix(kv, "NOTIFY_SOCKET="):
+		case strings.HasPrefix(kv, "PATH="):
+			path = kv + ":/usr/sbin:/sbin"
+		default:
 			env = append(env, kv)
 		}
 	}
-	return env
+	return append(env, path)
 }
 
 // waitHealthy polls the server's /healthz on the master's loopback until it
@@ -472,29 +489,9 @@ func (cp *ControlPlane) waitHealthy(ctx context.Context, p *daemon.Process, port
 	}}
 	defer hc.CloseIdleConnections()
 	url := "https://127.0.0.1:" + strconv.Itoa(port) + "/healthz"
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return 0, err
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return time.Since(p.Started), nil
-			}
-			err = fmt.Errorf("%s", resp.Status)
-		}
-		last = err
-		select {
-		case <-p.Done():
-			return 0, fmt.Errorf("%s exited: %v\nlast lines of %s:\n%s", p.Name, p.Err(), p.Log, p.Tail(logTailLines))
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%s not healthy at %s: %w (last: %v)\nlast lines of %s:\n%s", p.Name, url, ctx.Err(), last, p.Log, p.Tail(logTailLines))
-		case <-tick.C:
-		}
+	err := poll(ctx, p, url, func() error { return getOK(ctx, hc, url) })
+	if err != nil {
+		return 0, err
 	}
+	return time.Since(p.Started), nil
 }

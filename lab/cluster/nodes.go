@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/netdiag/netdiag/internal/daemon"
 	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/internal/procfs"
 	"github.com/netdiag/netdiag/lab"
@@ -47,6 +48,16 @@ type NodeOptions struct {
 	ReadyTimeout time.Duration
 	// Log receives the runtimes' progress; default: discarded.
 	Log *slog.Logger
+	// FlannelArgs are added to a node's flanneld flags (by node name; a
+	// flag given again wins), as a misconfigured DaemonSet would run it.
+	FlannelArgs map[string][]string
+	// PodMTU, by node name, is the pods' MTU in that node's CNI
+	// configuration instead of flannel's, as a hand-edited delegate "mtu"
+	// sets it.
+	PodMTU map[string]int
+	// NoKubeProxy names the nodes kube-proxy does not run on, as on a node
+	// whose kube-proxy pod was evicted or stays Pending.
+	NoKubeProxy []string
 }
 
 // Node is a lab node joined to the control plane: its containerd and its
@@ -63,6 +74,16 @@ type Node struct {
 	// imported); Ready how long the node took from its kubelet's start to
 	// its Ready condition.
 	Containerd, Ready time.Duration
+
+	// On a lab of the cluster shape: the node's flanneld, the subnet file
+	// it writes the node's lease to, and its extra flags; kube-proxy (nil
+	// on a node NodeOptions.NoKubeProxy names). FlannelReady is how long
+	// flanneld took to write the lease, KubeProxyReady how long kube-proxy
+	// took until healthy.
+	Flannel, KubeProxy           *daemon.Process
+	SubnetFile                   string
+	FlannelArgs                  []string
+	FlannelReady, KubeProxyReady time.Duration
 }
 
 // Nodes are the joined nodes.
@@ -145,6 +166,21 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 		}
 	}
 
+	// On a lab of the cluster shape the network is the cluster's own:
+	// flanneld and kube-proxy on every node. On an emulated lab the
+	// runtimes use the lab's bridges and overlay.
+	realNetwork := l.Shape == lab.ShapeCluster
+	var netBins netPrograms
+	var netConfPath, flannelKubeconfig, proxyKubeconfig string
+	if realNetwork {
+		if netBins, err = findNetPrograms(); err != nil {
+			return ns, err
+		}
+		if netConfPath, flannelKubeconfig, proxyKubeconfig, err = cp.networkSetup(ctx, dir); err != nil {
+			return ns, err
+		}
+	}
+
 	for _, name := range names {
 		ln, err := l.Node(name)
 		if err != nil {
@@ -160,12 +196,19 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 		if err := cp.API.WriteKubeconfig(n.Kubeconfig, kubeUser(name)); err != nil {
 			return ns, err
 		}
+		rtOpts := containerd.Options{NetnsPath: ln.NetnsPath, PauseBinary: opts.PauseBinary, Log: opts.Log}
+		if realNetwork {
+			n.SubnetFile = filepath.Join(dir, name+"-subnet.env")
+			n.FlannelArgs = opts.FlannelArgs[name]
+			rtOpts.Flannel = &containerd.FlannelNetwork{SubnetFile: n.SubnetFile, MTU: opts.PodMTU[name]}
+		}
 		c0 := time.Now()
-		if n.Runtime, err = containerd.Start(ctx, containerd.Options{NetnsPath: ln.NetnsPath, PauseBinary: opts.PauseBinary, Log: opts.Log}); err != nil {
+		if n.Runtime, err = containerd.Start(ctx, rtOpts); err != nil {
 			return ns, fmt.Errorf("containerd on %s: %w", name, err)
 		}
 		n.Containerd = time.Since(c0)
 	}
+
 	started := map[string]time.Time{}
 	for _, n := range ns.Nodes {
 		started[n.Name] = time.Now()
@@ -219,6 +262,34 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 			}
 			return ns, fmt.Errorf("%d node(s) not Ready after %s (%s)%s", waiting, opts.ReadyTimeout, last, tails)
 		case <-tick.C:
+		}
+	}
+	if realNetwork {
+		// As their DaemonSets' pods would, flanneld and kube-proxy start
+		// once the node has registered. (flanneld v0.28.10 also panics
+		// on a Node object without annotations, kube.go:431, which is
+		// what the object is before the kubelet registers.) Pods wait
+		// for flanneld's lease: until then the CNI plugin refuses them
+		// and the kubelet retries.
+		for _, n := range ns.Nodes {
+			if err := cp.startFlannel(n, netBins.flanneld, netConfPath, flannelKubeconfig); err != nil {
+				return ns, fmt.Errorf("flanneld on %s: %w", n.Name, err)
+			}
+			if !slices.Contains(opts.NoKubeProxy, n.Name) {
+				if err := cp.startKubeProxy(n, netBins.kubeProxy, proxyKubeconfig); err != nil {
+					return ns, fmt.Errorf("kube-proxy on %s: %w", n.Name, err)
+				}
+			}
+		}
+		for _, n := range ns.Nodes {
+			if err := waitFlannel(ctx, n); err != nil {
+				return ns, err
+			}
+			if n.KubeProxy != nil {
+				if err := waitKubeProxy(ctx, n); err != nil {
+					return ns, err
+				}
+			}
 		}
 	}
 	ns.Ready = time.Since(t0)
@@ -293,6 +364,15 @@ func (ns *Nodes) Stop(ctx context.Context) error {
 			}
 		}
 		for _, n := range ns.Nodes {
+			for _, p := range []*daemon.Process{n.KubeProxy, n.Flannel} {
+				if p != nil {
+					if err := p.Stop(stopGrace); err != nil {
+						errs = append(errs, fmt.Errorf("%s: %w", p.Name, err))
+					}
+				}
+			}
+		}
+		for _, n := range ns.Nodes {
 			if n.Runtime != nil {
 				if err := n.Runtime.Stop(ctx); err != nil {
 					errs = append(errs, fmt.Errorf("containerd on %s: %w", n.Name, err))
@@ -315,6 +395,11 @@ func (ns *Nodes) PIDs() []int {
 		if n.Runtime != nil {
 			pids = append(pids, n.Runtime.PID)
 		}
+		for _, p := range []*daemon.Process{n.KubeProxy, n.Flannel} {
+			if p != nil {
+				pids = append(pids, p.PID())
+			}
+		}
 	}
 	return pids
 }
@@ -328,6 +413,11 @@ func (ns *Nodes) DumpLogs(logf func(format string, args ...any)) {
 		}
 		if n.Runtime != nil {
 			logf("cluster: last lines of containerd on %s (%s):\n%s", n.Name, n.Runtime.Dir, n.Runtime.LogTail(logTailLines))
+		}
+		for _, p := range []*daemon.Process{n.Flannel, n.KubeProxy} {
+			if p != nil {
+				logf("cluster: last lines of %s (%s):\n%s", p.Name, p.Log, p.Tail(logTailLines))
+			}
 		}
 	}
 }

@@ -16,30 +16,32 @@ import (
 	"time"
 
 	"github.com/netdiag/netdiag/collectors/netns"
-	"github.com/netdiag/netdiag/collectors/podns"
 	"github.com/netdiag/netdiag/internal/procfs"
+	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/cluster"
 	"github.com/netdiag/netdiag/lab/containerd"
 	"github.com/netdiag/netdiag/lab/labtest"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// TestNodesJoin runs a real cluster in the lab: the control plane in the
-// master's namespace, and on node-a and node-b their containerd and a real
-// kubelet that registers over the underlay as system:node:NAME. A
-// Deployment of two servers, kept apart by a pod anti-affinity, gets one
-// pod on each node from the scheduler; the kubelets run them through
-// containerd with addresses from the nodes' lab PodCIDRs, and each pod
-// answers the other across the lab's overlay. Then everything stops and the
-// test checks that no process, mount, cgroup or namespace is left.
+// TestNodesJoin runs a real cluster in a lab of the cluster shape (the
+// machines and wires alone): the control plane in the master's namespace,
+// and on node-a and node-b their containerd, a real kubelet that registers
+// over the underlay as system:node:NAME, flanneld building the VXLAN
+// overlay from the Node objects' PodCIDRs, and kube-proxy writing the
+// Service rules. A Deployment of two servers, kept apart by a pod
+// anti-affinity, gets one pod on each node from the scheduler; the kubelets
+// run them through containerd and the flannel CNI plugin, and each pod
+// answers the other across flannel's overlay over both families. Then
+// CoreDNS, web and client are deployed and the cluster's health checked
+// from the client pod (DNS through the kube-dns Service, the web Service,
+// IPv6 across the overlay). Then everything stops and the test checks that
+// no process, mount, cgroup or namespace is left.
 func TestNodesJoin(t *testing.T) {
-	l := labtest.Up(t, "cln")
+	l := labtest.UpShape(t, "cln", lab.ShapeCluster)
 	cp := cluster.StartForTest(t, l, cluster.Options{})
 	t.Logf("control plane up in %s (kube-apiserver %s, kube-controller-manager %s, kube-scheduler %s)",
 		cp.Started.Round(time.Millisecond), cp.APIReady.Round(time.Millisecond), cp.ControllerManagerReady.Round(time.Millisecond), cp.SchedulerReady.Round(time.Millisecond))
@@ -98,6 +100,20 @@ func TestNodesJoin(t *testing.T) {
 			if want := []string{n.Lab.InternalIP, n.Lab.InternalIP6}; !slices.Equal(internal, want) {
 				t.Errorf("%s: InternalIPs %v, want %v", n.Name, internal, want)
 			}
+			// flanneld registered the node's VTEP (its public IP the
+			// node's InternalIP) and found its lease in the PodCIDR.
+			if got := node.Annotations["flannel.alpha.coreos.com/public-ip"]; got != n.Lab.InternalIP {
+				t.Errorf("%s: flannel public-ip annotation %q, want %s", n.Name, got, n.Lab.InternalIP)
+			}
+			env, err := cluster.ReadSubnetFile(n.SubnetFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sub, err := netip.ParsePrefix(env["FLANNEL_SUBNET"]); err != nil || !netip.MustParsePrefix(n.Lab.PodCIDR).Contains(sub.Addr()) {
+				t.Errorf("%s: FLANNEL_SUBNET %q, want an address in %s", n.Name, env["FLANNEL_SUBNET"], n.Lab.PodCIDR)
+			}
+			t.Logf("%s: flanneld lease in %s, kube-proxy healthy in %s; %s: %v", n.Name, n.FlannelReady.Round(time.Millisecond),
+				n.KubeProxyReady.Round(time.Millisecond), n.SubnetFile, env)
 			info := node.Status.NodeInfo
 			t.Logf("%s: kubelet %s, %s, podCIDRs %v, InternalIPs %v", n.Name, info.KubeletVersion, info.ContainerRuntimeVersion, node.Spec.PodCIDRs, internal)
 		}
@@ -219,7 +235,7 @@ func TestNodesJoin(t *testing.T) {
 		}
 		target := byNode[n.Name]
 		src := byNode[other.Name]
-		srcNetns := sandboxNetns(t, ctx, other.Runtime, string(src.UID))
+		srcNetns := sandboxNetns(t, ctx, other, string(src.UID))
 		podNetns = append(podNetns, srcNetns)
 		for _, from := range []struct{ what, path string }{{"node " + other.Name, other.Lab.NetnsPath}, {"pod " + src.Name, srcNetns}} {
 			fns, err := netns.Open(from.path)
@@ -228,7 +244,7 @@ func TestNodesJoin(t *testing.T) {
 			}
 			for _, ip := range target.Status.PodIPs {
 				addr := net.JoinHostPort(ip.IP, strconv.Itoa(port))
-				body, err := labtest.HTTPGet(ctx, fns, addr)
+				body, err := lab.HTTPGet(ctx, fns, addr)
 				if err != nil {
 					t.Errorf("from %s to pod %s at %s: %v", from.what, target.Name, addr, err)
 					continue
@@ -242,6 +258,24 @@ func TestNodesJoin(t *testing.T) {
 			// namespace alive after its runtime removed it.
 			fns.Close()
 		}
+	}
+
+	a0 := time.Now()
+	addons, err := nodes.DeployAddons(ctx, cluster.AddonOptions{ModuleDir: "../.."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("CoreDNS, web and client available in %s (images built and imported in %s, Deployments available %s after creation)",
+		time.Since(a0).Round(time.Millisecond), addons.Images.Round(time.Millisecond), addons.Ready.Round(time.Millisecond))
+	for _, h := range nodes.Health(ctx) {
+		if h.Err != nil {
+			t.Errorf("health: %s: %v", h.Name, h.Err)
+			continue
+		}
+		t.Logf("health: %s: %s (%s)", h.Name, h.Detail, h.Took.Round(time.Microsecond))
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 
 	// Stop everything, then check that nothing is left.
@@ -265,8 +299,8 @@ func TestNodesJoin(t *testing.T) {
 		t.Errorf("stop the control plane: %v", err)
 	}
 	t.Logf("control plane stopped in %s", time.Since(s0).Round(time.Millisecond))
-	if len(pids) != 8 {
-		t.Errorf("PIDs %v, want 8 (2 kubelets, 2 containerd, etcd, kube-apiserver, kube-controller-manager, kube-scheduler)", pids)
+	if len(pids) != 12 {
+		t.Errorf("PIDs %v, want 12 (2 kubelets, 2 containerd, 2 flanneld, 2 kube-proxy, etcd, kube-apiserver, kube-controller-manager, kube-scheduler)", pids)
 	}
 	for _, pid := range pids {
 		if procfs.Alive(pid) {
@@ -317,35 +351,16 @@ func TestNodesJoin(t *testing.T) {
 	}
 }
 
-// sandboxNetns asks the node's containerd, through CRI as the kubelet
-// does, for the network namespace of the pod with this UID.
-func sandboxNetns(t *testing.T, ctx context.Context, rt *containerd.Runtime, uid string) string {
+// sandboxNetns asks the node's containerd for the pod's network namespace,
+// which must be the runtime's.
+func sandboxNetns(t *testing.T, ctx context.Context, n *cluster.Node, uid string) string {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+rt.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	path, err := n.PodNetns(ctx, uid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	rs := cri.NewRuntimeServiceClient(conn)
-	list, err := rs.ListPodSandbox(ctx, &cri.ListPodSandboxRequest{Filter: &cri.PodSandboxFilter{
-		State:         &cri.PodSandboxStateValue{State: cri.PodSandboxState_SANDBOX_READY},
-		LabelSelector: map[string]string{"io.kubernetes.pod.uid": uid}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Items) != 1 {
-		t.Fatalf("%d ready sandboxes for pod UID %s, want 1", len(list.Items), uid)
-	}
-	st, err := rs.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: list.Items[0].Id, Verbose: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, path, err := podns.ParseSandboxInfo(st.GetInfo()["info"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(path, rt.Dir) {
-		t.Errorf("sandbox namespace %s is not under the runtime's directory %s", path, rt.Dir)
+	if !strings.HasPrefix(path, n.Runtime.Dir) {
+		t.Errorf("sandbox namespace %s is not under the runtime's directory %s", path, n.Runtime.Dir)
 	}
 	return path
 }

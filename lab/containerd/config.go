@@ -250,6 +250,40 @@ func cniConfig(name, bridge string, mtu int, ipamDir string, ranges []Range) ([]
 	return b, nil
 }
 
+// flannelConfig is kube-flannel's CNI configuration (its cni-conf.json:
+// the flannel plugin, hairpin and default gateway on the bridge it
+// delegates to, then portmap), with every path the plugins would otherwise
+// share between nodes moved under the runtime's directory: the subnet file
+// is the node's, the plugin's scratch copies of the delegated
+// configuration go to dataDir, and host-local's leases to ipamDir. The
+// plugin (containernetworking/plugins v0.9.1 meta/flannel, the one
+// buildable here) speaks CNI up to 0.4.0, hence the version.
+func flannelConfig(name string, fl FlannelNetwork, dataDir, ipamDir string) ([]byte, error) {
+	delegate := map[string]any{"hairpinMode": true, "isDefaultGateway": true}
+	if fl.MTU != 0 {
+		delegate["mtu"] = fl.MTU
+	}
+	conf := map[string]any{
+		"cniVersion": "0.4.0",
+		"name":       name,
+		"plugins": []any{
+			map[string]any{
+				"type":       "flannel",
+				"subnetFile": fl.SubnetFile,
+				"dataDir":    dataDir,
+				"ipam":       map[string]any{"type": "host-local", "dataDir": ipamDir},
+				"delegate":   delegate,
+			},
+			map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}},
+		},
+	}
+	b, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("containerd: CNI configuration: %w", err)
+	}
+	return b, nil
+}
+
 // probeSnapshotter mounts a small overlay (two lower layers, as image
 // layers need) inside the runtime's directory: overlayfs cannot stack on
 // an overlay root or on filesystems without d_type, and containerd would

@@ -75,12 +75,30 @@ type Options struct {
 	// CNIBinDir holds the bridge, host-local and loopback plugins; default
 	// $GOPATH/bin/cni (where scripts/install-deps builds them).
 	CNIBinDir string
+	// Flannel, when set, makes the node's pod network flannel's: the
+	// flannel CNI plugin reads the node's lease from flanneld's subnet
+	// file and delegates to the bridge plugin, which creates cni0 on the
+	// first pod. Bridge, Ranges and MTU are then not used: the addresses
+	// and the MTU are the lease's.
+	Flannel *FlannelNetwork
 	// PauseBinary is a static pause binary for the sandbox image; default:
 	// built from PausePackage with the go command, from the working
 	// directory (which must be inside this module).
 	PauseBinary string
 	// Log receives progress; default: discarded.
 	Log *slog.Logger
+}
+
+// FlannelNetwork is a node's pod network as kube-flannel's CNI
+// configuration makes it.
+type FlannelNetwork struct {
+	// SubnetFile is the node's flanneld --subnet-file (one per node: the
+	// default /run/flannel/subnet.env would be shared by every node).
+	SubnetFile string
+	// MTU, when not 0, is the pods' MTU instead of the lease's
+	// FLANNEL_MTU, as a delegate "mtu" in a hand-edited CNI
+	// configuration sets it.
+	MTU int
 }
 
 // Range is one family's pod addresses, as host-local takes them.
@@ -162,9 +180,16 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if opts.CNIBinDir == "" {
 		opts.CNIBinDir = defaultCNIBinDir()
 	}
-	for _, p := range []string{"bridge", "host-local", "loopback"} {
+	plugins := []string{"bridge", "host-local", "loopback"}
+	if opts.Flannel != nil {
+		if opts.Flannel.SubnetFile == "" {
+			return nil, errors.New("containerd: Flannel.SubnetFile not set: the flannel CNI plugin needs the node's flanneld --subnet-file")
+		}
+		plugins = append(plugins, "flannel", "portmap")
+	}
+	for _, p := range plugins {
 		if st, err := os.Stat(filepath.Join(opts.CNIBinDir, p)); err != nil || st.Mode()&0o111 == 0 {
-			return nil, fmt.Errorf("containerd: CNI plugin %s not found in %s; build it with: GOBIN=%s go install github.com/containernetworking/plugins/plugins/%s@v1.9.1 (or run scripts/install-deps)",
+			return nil, fmt.Errorf("containerd: CNI plugin %s not found in %s; build it with: GOBIN=%s go install github.com/containernetworking/plugins/plugins/%s (or run scripts/install-deps)",
 				p, opts.CNIBinDir, opts.CNIBinDir, cniPluginPath(p))
 		}
 	}
@@ -180,23 +205,25 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if opts.Bridge == "" {
 		opts.Bridge = "cni0"
 	}
-	br, err := readBridge(node, opts.Bridge)
-	if err != nil {
-		return nil, err
-	}
-	if opts.MTU == 0 {
-		opts.MTU = br.mtu
-	}
-	if err := pinBridgeMAC(node, opts.Bridge); err != nil {
-		return nil, err
-	}
-	if len(opts.Ranges) == 0 {
-		if opts.Ranges, err = DefaultRanges(br.addrs); err != nil {
-			return nil, fmt.Errorf("containerd: bridge %s in %s: %w", opts.Bridge, opts.NetnsPath, err)
+	if opts.Flannel == nil {
+		br, err := readBridge(node, opts.Bridge)
+		if err != nil {
+			return nil, err
 		}
-	}
-	if err := checkRanges(opts.Ranges); err != nil {
-		return nil, err
+		if opts.MTU == 0 {
+			opts.MTU = br.mtu
+		}
+		if err := pinBridgeMAC(node, opts.Bridge); err != nil {
+			return nil, err
+		}
+		if len(opts.Ranges) == 0 {
+			if opts.Ranges, err = DefaultRanges(br.addrs); err != nil {
+				return nil, fmt.Errorf("containerd: bridge %s in %s: %w", opts.Bridge, opts.NetnsPath, err)
+			}
+		}
+		if err := checkRanges(opts.Ranges); err != nil {
+			return nil, err
+		}
 	}
 
 	r := &Runtime{Ranges: opts.Ranges, node: node, log: log, exited: make(chan struct{})}
@@ -235,7 +262,7 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if err := recordGlobalDirs(dir); err != nil {
 		return nil, err
 	}
-	for _, sub := range []string{"root", "state", "tmp", "cni/net.d", "cni/ipam", "pods", "images"} {
+	for _, sub := range []string{"root", "state", "tmp", "cni/net.d", "cni/ipam", "cni/flannel", "pods", "images"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("containerd: %w", err)
 		}
@@ -255,7 +282,12 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, err error) {
 	if r.Snapshotter != "overlayfs" && r.Snapshotter != "native" {
 		return nil, fmt.Errorf("containerd: snapshotter %q: accepted are overlayfs and native", r.Snapshotter)
 	}
-	conflist, err := cniConfig(r.Name, opts.Bridge, opts.MTU, filepath.Join(dir, "cni/ipam"), opts.Ranges)
+	var conflist []byte
+	if opts.Flannel != nil {
+		conflist, err = flannelConfig(r.Name, *opts.Flannel, filepath.Join(dir, "cni/flannel"), filepath.Join(dir, "cni/ipam"))
+	} else {
+		conflist, err = cniConfig(r.Name, opts.Bridge, opts.MTU, filepath.Join(dir, "cni/ipam"), opts.Ranges)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -331,14 +363,19 @@ func defaultCNIBinDir() string {
 	return filepath.Join(home, "go", "bin", "cni")
 }
 
+// cniPluginPath is the plugin's package and version in
+// containernetworking/plugins, as install-deps builds it: flannel's is the
+// last release that had it.
 func cniPluginPath(name string) string {
 	switch name {
 	case "host-local":
-		return "ipam/host-local"
+		return "ipam/host-local@v1.9.1"
 	case "portmap":
-		return "meta/portmap"
+		return "meta/portmap@v1.9.1"
+	case "flannel":
+		return "meta/flannel@v0.9.1"
 	}
-	return "main/" + name
+	return "main/" + name + "@v1.9.1"
 }
 
 // startProcess runs containerd through nsenter, which enters only the node's

@@ -115,7 +115,7 @@ func TestPodsOnLabNodes(t *testing.T) {
 				for _, from := range []struct{ name, path string }{{n.from, labPod.NetnsPath}, {other.pod.Spec.Name, other.pod.NetnsPath}} {
 					ns := labtest.OpenNS(t, from.path)
 					for _, ip := range pod.IPs {
-						body, err := labtest.HTTPGet(ctx, ns, netip.AddrPortFrom(ip, 8080).String())
+						body, err := lab.HTTPGet(ctx, ns, netip.AddrPortFrom(ip, 8080).String())
 						if err != nil {
 							t.Errorf("from %s to %s: %v", from.name, ip, err)
 							continue

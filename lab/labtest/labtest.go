@@ -48,6 +48,12 @@ func Instance(prefix string) string {
 // short and name the package (letters and digits).
 func Up(t testing.TB, prefix string) *lab.Lab {
 	t.Helper()
+	return UpShape(t, prefix, lab.ShapeEmulated)
+}
+
+// UpShape is Up for a lab of the given shape.
+func UpShape(t testing.TB, prefix, shape string) *lab.Lab {
+	t.Helper()
 	RequireRoot(t)
 	inst := Instance(prefix)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -55,7 +61,7 @@ func Up(t testing.TB, prefix string) *lab.Lab {
 	defer cancel()
 	// A test binary killed by its timeout runs no cleanup.
 	removeStale(t, prefix)
-	l, err := lab.Up(ctx, inst, log)
+	l, err := lab.UpShape(ctx, inst, shape, log)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}

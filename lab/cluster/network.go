@@ -1,0 +1,276 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netdiag/netdiag/collectors/netns"
+	"github.com/netdiag/netdiag/internal/daemon"
+	"github.com/netdiag/netdiag/internal/kubetest"
+	"github.com/netdiag/netdiag/internal/tools"
+	"github.com/netdiag/netdiag/lab"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The cluster's network on a lab of the cluster shape: on every node
+// flanneld (VXLAN backend, kube subnet manager) builds the overlay from the
+// Node objects' PodCIDRs and writes the node's lease for the flannel CNI
+// plugin, and kube-proxy in iptables mode writes the Service rules, each
+// as the node process a DaemonSet would run, with the identity and rights
+// kube-flannel.yml and kubeadm give it.
+const (
+	// FlannelVNI and FlannelPort are the VXLAN network's, as kube-flannel
+	// configures it (8472 is also the kernel's default).
+	FlannelVNI  = 1
+	FlannelPort = 8472
+	// KubeProxyHealthPort serves kube-proxy's /healthz on the node's
+	// InternalIP.
+	KubeProxyHealthPort = 10256
+
+	// flannelRole is kube-flannel.yml's ClusterRole, bound to the user
+	// flanneld's certificate names.
+	flannelRole = "netdiag-lab:flannel"
+	flannelUser = "netdiag-lab:flannel"
+	// kubeProxyUser is the user kubeadm gives kube-proxy; the apiserver's
+	// bootstrap policy binds it to system:node-proxier.
+	kubeProxyUser = "system:kube-proxy"
+
+	networkReadyTimeout = 90 * time.Second
+)
+
+// netPrograms are the node network's programs.
+type netPrograms struct{ flanneld, kubeProxy string }
+
+func findNetPrograms() (netPrograms, error) {
+	var p netPrograms
+	var absent []string
+	for _, x := range []struct {
+		name string
+		dst  *string
+	}{{"flanneld", &p.flanneld}, {"kube-proxy", &p.kubeProxy}} {
+		path, err := tools.FindGoInstalled(x.name)
+		if err != nil {
+			absent = append(absent, x.name)
+			continue
+		}
+		*x.dst = path
+	}
+	if len(absent) > 0 {
+		return p, &MissingError{Names: absent}
+	}
+	return p, nil
+}
+
+// netConf is flannel's net-conf.json: the lab's cluster CIDRs, dual-stack,
+// VXLAN on the lab's VNI and port, iptables (not nftables) for its masquerade
+// rules, as kube-proxy's.
+func netConf(l *lab.Lab) ([]byte, error) {
+	return json.MarshalIndent(map[string]any{
+		"Network":        l.ClusterCIDR,
+		"IPv6Network":    l.ClusterCIDR6,
+		"EnableIPv4":     true,
+		"EnableIPv6":     l.ClusterCIDR6 != "",
+		"EnableNFTables": false,
+		"Backend":        map[string]any{"Type": "vxlan", "VNI": FlannelVNI, "Port": FlannelPort},
+	}, "", "  ")
+}
+
+// networkSetup writes what every node's flanneld and kube-proxy share: the
+// flannel RBAC, net-conf.json and the two kubeconfigs.
+func (cp *ControlPlane) networkSetup(ctx context.Context, dir string) (netConfPath, flannelKubeconfig, proxyKubeconfig string, err error) {
+	cs := cp.API.Clientset()
+	if err := ensureFlannelRBAC(ctx, cs); err != nil {
+		return "", "", "", err
+	}
+	b, err := netConf(cp.Lab)
+	if err != nil {
+		return "", "", "", err
+	}
+	netConfPath = filepath.Join(dir, "net-conf.json")
+	if err := os.WriteFile(netConfPath, b, 0o644); err != nil {
+		return "", "", "", err
+	}
+	flannelKubeconfig = filepath.Join(dir, "flannel.kubeconfig")
+	if err := cp.API.WriteKubeconfig(flannelKubeconfig, kubetest.User{Name: "flannel", CommonName: flannelUser}); err != nil {
+		return "", "", "", err
+	}
+	proxyKubeconfig = filepath.Join(dir, "kube-proxy.kubeconfig")
+	if err := cp.API.WriteKubeconfig(proxyKubeconfig, kubetest.User{Name: "kube-proxy", CommonName: kubeProxyUser}); err != nil {
+		return "", "", "", err
+	}
+	return netConfPath, flannelKubeconfig, proxyKubeconfig, nil
+}
+
+// ensureFlannelRBAC gives flanneld kube-flannel.yml's rights: read pods and
+// nodes, patch the node status (its NetworkUnavailable condition) and the
+// nodes (its annotations: backend data, public IP).
+func ensureFlannelRBAC(ctx context.Context, cs kubernetes.Interface) error {
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: flannelRole}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
+	}}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("ClusterRole %s: %w", flannelRole, err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: flannelRole},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: flannelRole},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: flannelUser}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("ClusterRoleBinding %s: %w", flannelRole, err)
+	}
+	return nil
+}
+
+// startFlannel runs flanneld on the node: the node's name from NODE_NAME
+// (as the DaemonSet's downward API gives it), its lease written to the
+// node's own subnet file, the public address eth0's, --ip-masq as
+// kube-flannel.yml runs it.
+func (cp *ControlPlane) startFlannel(n *Node, bin, netConfPath, kubeconfig string) error {
+	args := []string{
+		"--kube-subnet-mgr",
+		"--kubeconfig-file=" + kubeconfig,
+		"--iface=" + n.Lab.NIC,
+		"--ip-masq",
+		"--subnet-file=" + n.SubnetFile,
+		"--net-config-path=" + netConfPath,
+		"--v=1",
+	}
+	args = append(args, n.FlannelArgs...)
+	var err error
+	n.Flannel, err = cp.startIn(n.Lab.NetnsPath, "flanneld-"+n.Name, cp.bins.nsenter, bin, args, []string{"NODE_NAME=" + n.Name})
+	return err
+}
+
+// waitFlannel waits for flanneld's lease in the node's subnet file: until
+// it is there, the CNI plugin cannot give a pod an address.
+func waitFlannel(ctx context.Context, n *Node) error {
+	ctx, cancel := context.WithTimeout(ctx, networkReadyTimeout)
+	defer cancel()
+	return poll(ctx, n.Flannel, n.SubnetFile, func() error {
+		env, err := ReadSubnetFile(n.SubnetFile)
+		if err != nil {
+			return err
+		}
+		if env["FLANNEL_SUBNET"] == "" {
+			return fmt.Errorf("no FLANNEL_SUBNET yet")
+		}
+		n.FlannelReady = time.Since(n.Flannel.Started)
+		return nil
+	})
+}
+
+// ReadSubnetFile reads a flannel subnet file (KEY=VALUE lines).
+func ReadSubnetFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok {
+			env[k] = v
+		}
+	}
+	return env, sc.Err()
+}
+
+// startKubeProxy runs kube-proxy in iptables mode on the node. What it
+// would otherwise write outside the node's namespace is turned off:
+// nf_conntrack_max and the conntrack hash size are the machine's (read-only
+// from a node's namespace: kube-proxy would exit on the write), so
+// --conntrack-max-per-core=0 leaves them as they are; the conntrack
+// timeouts are left to the kernel; localhost NodePorts (which set
+// route_localnet) are off, and NodePorts listen on the node's primary
+// addresses.
+func (cp *ControlPlane) startKubeProxy(n *Node, bin, kubeconfig string) error {
+	args := []string{
+		"--kubeconfig=" + kubeconfig,
+		"--hostname-override=" + n.Name,
+		"--proxy-mode=iptables",
+		"--bind-address=" + n.Lab.InternalIP,
+		"--cluster-cidr=" + strings.Join(cp.ClusterCIDRs, ","),
+		"--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=0",
+		"--conntrack-tcp-timeout-close-wait=0",
+		"--iptables-localhost-nodeports=false",
+		"--nodeport-addresses=primary",
+		"--healthz-bind-address=" + n.Lab.InternalIP + ":" + strconv.Itoa(KubeProxyHealthPort),
+		"--metrics-bind-address=127.0.0.1:10249",
+		"--v=2",
+	}
+	var err error
+	n.KubeProxy, err = cp.startIn(n.Lab.NetnsPath, "kube-proxy-"+n.Name, cp.bins.nsenter, bin, args, nil)
+	return err
+}
+
+// waitKubeProxy polls kube-proxy's /healthz on the node until it says it
+// has synced its rules.
+func waitKubeProxy(ctx context.Context, n *Node) error {
+	ctx, cancel := context.WithTimeout(ctx, networkReadyTimeout)
+	defer cancel()
+	ns, err := netns.Open(n.Lab.NetnsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.Dial}}
+	defer hc.CloseIdleConnections()
+	url := "http://" + n.Lab.InternalIP + ":" + strconv.Itoa(KubeProxyHealthPort) + "/healthz"
+	return poll(ctx, n.KubeProxy, url, func() error {
+		if err := getOK(ctx, hc, url); err != nil {
+			return err
+		}
+		n.KubeProxyReady = time.Since(n.KubeProxy.Started)
+		return nil
+	})
+}
+
+// poll runs check every 200 ms until it succeeds, p exits or ctx ends.
+func poll(ctx context.Context, p *daemon.Process, what string, check func() error) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if last = check(); last == nil {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("%s exited: %v\nlast lines of %s:\n%s", p.Name, p.Err(), p.Log, p.Tail(logTailLines))
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy at %s: %w (last: %v)\nlast lines of %s:\n%s", p.Name, what, ctx.Err(), last, p.Log, p.Tail(logTailLines))
+		case <-tick.C:
+		}
+	}
+}
+
+// getOK is nil when GET url answers 200 OK.
+func getOK(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
+}
