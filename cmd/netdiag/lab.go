@@ -16,6 +16,8 @@ import (
 
 	"github.com/netdiag/netdiag/diagnose/labview"
 	"github.com/netdiag/netdiag/lab"
+	"github.com/netdiag/netdiag/lab/containerd"
+	"github.com/netdiag/netdiag/lab/kubelet"
 )
 
 const labUsage = `Usage: netdiag lab SUBCOMMAND [flags]
@@ -95,14 +97,38 @@ func needRoot(c *cli, cmd string) bool {
 
 func labUp(c *cli, args []string) int {
 	fs := c.newFlags("lab up", `Usage: netdiag lab up [--instance NAME] [-o text|json]
+       netdiag lab up --cluster [--for DURATION] [--module DIR] [--instance NAME] [-o text|json]
 
 Builds the lab and prints its map and how long it took. Refuses to build over
 an existing instance; if a step fails, removes what it built.
+
+With --cluster, the lab is the machines and wires alone and a real
+Kubernetes cluster runs on it: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler on a master host on the underlay; on node-a and node-b
+containerd, a kubelet, flanneld (VXLAN, kube subnet manager) and kube-proxy
+(iptables mode); CoreDNS, web and client as Deployments from images built
+here (nothing is pulled). It prints the nodes, the pods, a health check from
+the client pod (DNS through kube-dns, the web Service, IPv6 across the
+overlay) and a kubeconfig for this machine, then holds the cluster until
+Ctrl-C (or for DURATION) and takes it all down. The cluster's processes are
+this command's children; after a crash, "netdiag lab down" removes what is
+left. The pause and server images are built from the module source, so run
+it inside the netdiag checkout (or name it with --module). Takes about a
+minute.
 `)
 	inst := instanceFlag(fs)
 	out := outputFlag(fs, "text", "text", "json")
+	realCluster := fs.Bool("cluster", false, "run a real Kubernetes cluster on the lab, held until Ctrl-C")
+	hold := fs.Duration("for", 0, "with --cluster: take the cluster down after this long (e.g. 10m); 0 waits for Ctrl-C")
+	module := fs.String("module", ".", "with --cluster: a directory of the netdiag source, to build the pause and server images from")
 	if _, code, err := c.parse(fs, args); err != nil {
 		return code
+	}
+	if !*realCluster && (*hold != 0 || *module != ".") {
+		return c.usageError("lab up", "--for and --module go with --cluster")
+	}
+	if *hold < 0 {
+		return c.usageError("lab up", "--for %s: give a positive duration such as 10m, or 0 to hold until Ctrl-C", *hold)
 	}
 	if err := checkOutput(*out, "text", "json"); err != nil {
 		return c.usageError("lab up", "%v", err)
@@ -112,6 +138,9 @@ an existing instance; if a step fails, removes what it built.
 	}
 	if !needRoot(c, "lab up") {
 		return exitInternal
+	}
+	if *realCluster {
+		return labUpCluster(c, *inst, *out, *hold, *module)
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -167,12 +196,24 @@ so it also cleans up after a crash. With --all, every instance on the machine.
 			return exitOK
 		}
 	}
+	// The runtimes of a real cluster whose `lab up --cluster` was killed:
+	// their shims and pods outlive it.
+	if err := containerd.CleanStale(ctx, c.log); err != nil {
+		return c.failure("lab down", err)
+	}
 	for _, name := range instances {
 		start := time.Now()
 		r, err := lab.Down(ctx, name, c.log)
 		if err != nil {
 			return c.failure("lab down", err)
 		}
+		// A real cluster's kubelets keep their directories outside the
+		// lab's state.
+		dirs, err := kubelet.RemoveLeftovers(lab.NamePrefix + name + "-")
+		if err != nil {
+			return c.failure("lab down", err)
+		}
+		r.Files = append(r.Files, dirs...)
 		if len(r.Namespaces)+len(r.Processes)+len(r.Files) == 0 {
 			fmt.Fprintf(c.stdout, "lab %q: nothing to remove\n", name)
 			continue

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/labtest"
 )
 
@@ -18,6 +19,9 @@ func TestMain(m *testing.M) {
 	// Tests start the agents and the CLI as processes of their own: this
 	// test binary, playing netdiag.
 	if os.Getenv(asMainEnv) == "1" {
+		// As main does: a lab started by this process re-executes it
+		// for its servers.
+		lab.MaybeRunHelper()
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	labtest.Main(m)

@@ -333,9 +333,16 @@ type User struct {
 // cluster in a network namespace (Options.Netns), only programs that reach
 // Listen (run in a lab namespace) can use it.
 func (c *Cluster) WriteKubeconfig(path string, users ...User) error {
+	return c.WriteKubeconfigServer(path, c.URL, users...)
+}
+
+// WriteKubeconfigServer is WriteKubeconfig for the apiserver reached at
+// server, such as a forwarder on this machine's loopback (127.0.0.1 is in
+// the serving certificate).
+func (c *Cluster) WriteKubeconfigServer(path, server string, users ...User) error {
 	const cluster = "kubetest"
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[cluster] = &clientcmdapi.Cluster{Server: c.URL, CertificateAuthorityData: c.CAPEM}
+	cfg.Clusters[cluster] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: c.CAPEM}
 	add := func(u User) error {
 		if u.Name == "" {
 			return errors.New("a kubeconfig user needs a name")

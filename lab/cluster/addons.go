@@ -241,7 +241,7 @@ func createApp(ctx context.Context, cs kubernetes.Interface) error {
 		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(WebPort)}},
 	}}
 	if _, err := cs.CoreV1().Services(Web.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("Service %s: %w", Web, err)
+		return fmt.Errorf("the web Service %s: %w", Web, err)
 	}
 	return nil
 }
@@ -299,7 +299,7 @@ func waitAvailable(ctx context.Context, cs kubernetes.Interface, limit time.Dura
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Deployments not available after %s: %s", limit, strings.Join(waiting, "; "))
+			return fmt.Errorf("the Deployments are not available after %s: %s", limit, strings.Join(waiting, "; "))
 		case <-tick.C:
 		}
 	}

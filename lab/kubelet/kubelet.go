@@ -192,16 +192,45 @@ func (k *Kubelet) Stop() error {
 	if k.release != nil {
 		k.release()
 	}
-	mounts, _ := mountsUnder(k.Dir)
+	errs = append(errs, removeDir(k.Dir))
+	return errors.Join(errs...)
+}
+
+// removeDir unmounts whatever is mounted under a kubelet's directory, then
+// removes it: RemoveAll must never walk into a pod's volume.
+func removeDir(dir string) error {
+	var errs []error
+	mounts, _ := mountsUnder(dir)
 	for _, m := range mounts {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
 		}
 	}
-	if err := os.RemoveAll(k.Dir); err != nil {
-		errs = append(errs, err)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
-	return errors.Join(errs...)
+	return os.RemoveAll(dir)
+}
+
+// RemoveLeftovers removes the directories of the kubelets of a lab's nodes
+// (namePrefix is the lab's, ndl-INSTANCE-) that a killed process left: call
+// it once the lab's processes are ended, as `netdiag lab down` does. It
+// returns what it removed.
+func RemoveLeftovers(namePrefix string) ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), namePrefix+"*-kubelet-*"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, d := range dirs {
+		if err := removeDir(d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, d)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // PID is the kubelet's process ID, 0 before it started.
