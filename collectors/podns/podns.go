@@ -217,13 +217,25 @@ func fromSandboxInfo(s string) (*Found, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The path is the runtime's, in the runtime's mount namespace. Seen
+	// from a container (the agent's) it may be missing, or a plain file:
+	// a namespace bind-mounted after the container started does not
+	// appear under a host directory mounted without propagation (the
+	// lab's runtimes keep theirs under their own directory; a runtime
+	// whose netns directory the agent does not mount HostToContainer,
+	// likewise). The sandbox's process then leads to it through /proc.
 	if path != "" {
-		if _, err := os.Stat(path); err == nil {
+		if ns, err := netns.Open(path); err == nil {
+			ns.Close()
 			return &Found{Path: path, PID: pid, Via: "cri"}, nil
 		}
 	}
 	if pid > 0 {
 		return &Found{Path: fmt.Sprintf("/proc/%d/ns/net", pid), PID: pid, Via: "cri"}, nil
+	}
+	if path != "" {
+		_, err := netns.Open(path)
+		return nil, fmt.Errorf("CRI: the sandbox's network namespace %s cannot be opened here (%v) and the sandbox info names no PID", path, err)
 	}
 	return nil, errors.New("CRI: sandbox info names neither a network namespace nor a PID")
 }

@@ -205,3 +205,46 @@ func startRuntime(t *testing.T, sock string, labels map[string]string, info stri
 	go s.Serve(lis)
 	return s
 }
+
+// TestSandboxInfoPath: the runtime's namespace path is taken only when it
+// is a network namespace where the caller looks; else the sandbox's
+// process leads there, as for an agent in a container that sees an empty
+// file where the runtime bind-mounted the namespace after the container
+// started.
+func TestSandboxInfoPath(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "cni-plain")
+	if err := os.WriteFile(plain, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	info := func(pid int, path string) string {
+		return fmt.Sprintf(`{"pid": %d, "runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": %q}]}}}`, pid, path)
+	}
+	for _, tc := range []struct {
+		name, info, want, wantErr string
+	}{
+		{"a namespace", info(self, "/proc/self/ns/net"), "/proc/self/ns/net", ""},
+		{"a plain file, a PID", info(self, plain), fmt.Sprintf("/proc/%d/ns/net", self), ""},
+		{"missing, a PID", info(self, filepath.Join(dir, "gone")), fmt.Sprintf("/proc/%d/ns/net", self), ""},
+		{"a plain file, no PID", info(0, plain), "", "cannot be opened here"},
+		{"a directory, no PID", info(0, dir), "", "cannot be opened here"},
+		{"nothing", `{"pid": 0}`, "", "neither a network namespace nor a PID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := fromSandboxInfo(tc.info)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("found %+v, err %v; want an error saying %q", f, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Path != tc.want {
+				t.Errorf("path %s, want %s", f.Path, tc.want)
+			}
+		})
+	}
+}

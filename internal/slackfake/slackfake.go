@@ -293,6 +293,15 @@ func (s *Server) close() {
 // https://slack.com/api/.
 func (s *Server) APIURL() string { return s.base + apiPath }
 
+// SetBaseURL makes the server give out its URLs (the API's, uploads',
+// response URLs, Socket Mode's) under base, "http://HOST:PORT", instead of
+// its loopback address: for a bot that reaches it through a forwarder, such
+// as a pod on the lab's real cluster. Call it before the first request.
+func (s *Server) SetBaseURL(base string) { s.base = strings.TrimSuffix(base, "/") }
+
+// Addr is the loopback address the server listens on.
+func (s *Server) Addr() string { return s.st.ServerAddr }
+
 // BotToken is the only bot token (xoxb-) the Web API methods accept.
 func (s *Server) BotToken() string { return s.botToken }
 

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +36,9 @@ const (
 	// configures it (8472 is also the kernel's default).
 	FlannelVNI  = 1
 	FlannelPort = 8472
+	// FlannelBackendMTU is the MTU flannel's VXLAN backend plans for (see
+	// netConf): its devices and the pods get 50 less, 1430.
+	FlannelBackendMTU = 1480
 	// KubeProxyHealthPort serves kube-proxy's /healthz on the node's
 	// InternalIP.
 	KubeProxyHealthPort = 10256
@@ -75,6 +80,14 @@ func findNetPrograms() (netPrograms, error) {
 // netConf is flannel's net-conf.json: the lab's cluster CIDRs, dual-stack,
 // VXLAN on the lab's VNI and port, iptables (not nftables) for its masquerade
 // rules, as kube-proxy's.
+//
+// The Backend's MTU is set, as operators of dual-stack flannel clusters set
+// it: flannel v0.28.10 gives both its VXLAN devices, and the pods, the
+// underlay's MTU less 50 (the IPv4 encapsulation), but flannel-v6.1 carries
+// pod packets in IPv6, whose header is 20 bytes longer, so a full-size IPv6
+// pod packet (1450) leaves as 1520 bytes on a 1500 underlay and is lost.
+// netdiag's first diagnosis on this cluster found it (mtu-mismatch over
+// IPv6 only: the path carries 1430). MTU 1480 leaves 1430 for both.
 func netConf(l *lab.Lab) ([]byte, error) {
 	return json.MarshalIndent(map[string]any{
 		"Network":        l.ClusterCIDR,
@@ -82,7 +95,7 @@ func netConf(l *lab.Lab) ([]byte, error) {
 		"EnableIPv4":     true,
 		"EnableIPv6":     l.ClusterCIDR6 != "",
 		"EnableNFTables": false,
-		"Backend":        map[string]any{"Type": "vxlan", "VNI": FlannelVNI, "Port": FlannelPort},
+		"Backend":        map[string]any{"Type": "vxlan", "VNI": FlannelVNI, "Port": FlannelPort, "MTU": FlannelBackendMTU},
 	}, "", "  ")
 }
 
@@ -137,20 +150,43 @@ func ensureFlannelRBAC(ctx context.Context, cs kubernetes.Interface) error {
 // (as the DaemonSet's downward API gives it), its lease written to the
 // node's own subnet file, the public address eth0's, --ip-masq as
 // kube-flannel.yml runs it.
-func (cp *ControlPlane) startFlannel(n *Node, bin, netConfPath, kubeconfig string) error {
+func (ns *Nodes) startFlannel(n *Node) error {
 	args := []string{
 		"--kube-subnet-mgr",
-		"--kubeconfig-file=" + kubeconfig,
-		"--iface=" + n.Lab.NIC,
+		"--kubeconfig-file=" + ns.flannelKubeconfig,
 		"--ip-masq",
 		"--subnet-file=" + n.SubnetFile,
-		"--net-config-path=" + netConfPath,
+		"--net-config-path=" + ns.netConfPath,
 		"--v=1",
+	}
+	// --iface is a list tried in order: one given in FlannelArgs replaces
+	// the node's NIC rather than following it.
+	if !slices.ContainsFunc(n.FlannelArgs, func(a string) bool { return a == "--iface" || strings.HasPrefix(a, "--iface=") }) {
+		args = append(args, "--iface="+n.Lab.NIC)
 	}
 	args = append(args, n.FlannelArgs...)
 	var err error
-	n.Flannel, err = cp.startIn(n.Lab.NetnsPath, "flanneld-"+n.Name, cp.bins.nsenter, bin, args, []string{"NODE_NAME=" + n.Name})
+	n.Flannel, err = ns.CP.startIn(n.Lab.NetnsPath, "flanneld-"+n.Name, ns.CP.bins.nsenter, ns.netBins.flanneld, args, []string{"NODE_NAME=" + n.Name})
 	return err
+}
+
+// RestartFlannel restarts flanneld on a node with args added to its flags
+// (nil: as it was first started), as a changed DaemonSet rolls its pod,
+// and waits for its lease. The overlay device and the peers' routes stay
+// as they are until the new flanneld rewrites them.
+func (ns *Nodes) RestartFlannel(ctx context.Context, name string, args []string) error {
+	n := ns.Node(name)
+	if n == nil || n.Flannel == nil {
+		return fmt.Errorf("no flanneld runs on %q", name)
+	}
+	if err := n.Flannel.Stop(stopGrace); err != nil {
+		return err
+	}
+	n.FlannelArgs = args
+	if err := ns.startFlannel(n); err != nil {
+		return err
+	}
+	return waitFlannel(ctx, n)
 }
 
 // waitFlannel waits for flanneld's lease in the node's subnet file: until
@@ -196,13 +232,13 @@ func ReadSubnetFile(path string) (map[string]string, error) {
 // timeouts are left to the kernel; localhost NodePorts (which set
 // route_localnet) are off, and NodePorts listen on the node's primary
 // addresses.
-func (cp *ControlPlane) startKubeProxy(n *Node, bin, kubeconfig string) error {
+func (ns *Nodes) startKubeProxy(n *Node) error {
 	args := []string{
-		"--kubeconfig=" + kubeconfig,
+		"--kubeconfig=" + ns.proxyKubeconfig,
 		"--hostname-override=" + n.Name,
 		"--proxy-mode=iptables",
 		"--bind-address=" + n.Lab.InternalIP,
-		"--cluster-cidr=" + strings.Join(cp.ClusterCIDRs, ","),
+		"--cluster-cidr=" + strings.Join(ns.CP.ClusterCIDRs, ","),
 		"--conntrack-max-per-core=0",
 		"--conntrack-tcp-timeout-established=0",
 		"--conntrack-tcp-timeout-close-wait=0",
@@ -213,8 +249,45 @@ func (cp *ControlPlane) startKubeProxy(n *Node, bin, kubeconfig string) error {
 		"--v=2",
 	}
 	var err error
-	n.KubeProxy, err = cp.startIn(n.Lab.NetnsPath, "kube-proxy-"+n.Name, cp.bins.nsenter, bin, args, nil)
+	n.KubeProxy, err = ns.CP.startIn(n.Lab.NetnsPath, "kube-proxy-"+n.Name, ns.CP.bins.nsenter, ns.netBins.kubeProxy, args, nil)
 	return err
+}
+
+// StopKubeProxy ends kube-proxy on a node and removes its rules (kube-proxy
+// --cleanup), as on a node whose kube-proxy pod never ran: evicted or
+// Pending when the node joined, the seed's autoscaled nodes.
+func (ns *Nodes) StopKubeProxy(ctx context.Context, name string) error {
+	n := ns.Node(name)
+	if n == nil || n.KubeProxy == nil {
+		return fmt.Errorf("no kube-proxy runs on %q", name)
+	}
+	if err := n.KubeProxy.Stop(stopGrace); err != nil {
+		return err
+	}
+	n.KubeProxy = nil
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, ns.CP.bins.nsenter, "--net="+n.Lab.NetnsPath, "--", ns.netBins.kubeProxy, "--cleanup").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kube-proxy --cleanup on %s: %w\n%s", name, err, out)
+	}
+	return nil
+}
+
+// StartKubeProxy starts kube-proxy on a node where it does not run and
+// waits until it is healthy.
+func (ns *Nodes) StartKubeProxy(ctx context.Context, name string) error {
+	n := ns.Node(name)
+	if n == nil {
+		return fmt.Errorf("no node %q", name)
+	}
+	if n.KubeProxy != nil {
+		return fmt.Errorf("kube-proxy already runs on %s", name)
+	}
+	if err := ns.startKubeProxy(n); err != nil {
+		return err
+	}
+	return waitKubeProxy(ctx, n)
 }
 
 // waitKubeProxy polls kube-proxy's /healthz on the node until it says it

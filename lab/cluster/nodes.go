@@ -49,7 +49,8 @@ type NodeOptions struct {
 	// Log receives the runtimes' progress; default: discarded.
 	Log *slog.Logger
 	// FlannelArgs are added to a node's flanneld flags (by node name; a
-	// flag given again wins), as a misconfigured DaemonSet would run it.
+	// flag given again wins, and an --iface replaces the node's NIC), as
+	// a misconfigured DaemonSet would run it.
 	FlannelArgs map[string][]string
 	// PodMTU, by node name, is the pods' MTU in that node's CNI
 	// configuration instead of flannel's, as a hand-edited delegate "mtu"
@@ -92,6 +93,11 @@ type Nodes struct {
 	Nodes []*Node
 	// Ready is how long JoinNodes took until every node was Ready.
 	Ready time.Duration
+
+	// The network's programs and shared files, for restarting flanneld
+	// or kube-proxy on a node (network.go).
+	netBins                                         netPrograms
+	netConfPath, flannelKubeconfig, proxyKubeconfig string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -170,13 +176,11 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 	// flanneld and kube-proxy on every node. On an emulated lab the
 	// runtimes use the lab's bridges and overlay.
 	realNetwork := l.Shape == lab.ShapeCluster
-	var netBins netPrograms
-	var netConfPath, flannelKubeconfig, proxyKubeconfig string
 	if realNetwork {
-		if netBins, err = findNetPrograms(); err != nil {
+		if ns.netBins, err = findNetPrograms(); err != nil {
 			return ns, err
 		}
-		if netConfPath, flannelKubeconfig, proxyKubeconfig, err = cp.networkSetup(ctx, dir); err != nil {
+		if ns.netConfPath, ns.flannelKubeconfig, ns.proxyKubeconfig, err = cp.networkSetup(ctx, dir); err != nil {
 			return ns, err
 		}
 	}
@@ -272,11 +276,11 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 		// for flanneld's lease: until then the CNI plugin refuses them
 		// and the kubelet retries.
 		for _, n := range ns.Nodes {
-			if err := cp.startFlannel(n, netBins.flanneld, netConfPath, flannelKubeconfig); err != nil {
+			if err := ns.startFlannel(n); err != nil {
 				return ns, fmt.Errorf("flanneld on %s: %w", n.Name, err)
 			}
 			if !slices.Contains(opts.NoKubeProxy, n.Name) {
-				if err := cp.startKubeProxy(n, netBins.kubeProxy, proxyKubeconfig); err != nil {
+				if err := ns.startKubeProxy(n); err != nil {
 					return ns, fmt.Errorf("kube-proxy on %s: %w", n.Name, err)
 				}
 			}

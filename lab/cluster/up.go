@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/netdiag/netdiag/internal/kubetest"
 	"github.com/netdiag/netdiag/lab"
 )
 
@@ -116,70 +115,20 @@ func (c *Cluster) Down(ctx context.Context, log *slog.Logger) (*lab.Removed, err
 
 // ServeLoopback forwards a port on this machine's loopback to the
 // apiserver in the master's namespace, so that programs on this machine
-// (netdiag, kubectl) reach the cluster, and writes an admin kubeconfig for
-// it at path. It serves until ctx ends, then closes the listener and every
-// forwarded connection.
-func (cp *ControlPlane) ServeLoopback(ctx context.Context, path string) (string, error) {
+// (netdiag, kubectl) reach the cluster, and writes a kubeconfig for it at
+// path: the admin, and users (the first is the current context). It serves
+// until ctx ends, then closes the listener and every forwarded connection.
+func (cp *ControlPlane) ServeLoopback(ctx context.Context, path string, users ...kubetest.User) (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	addr := ln.Addr().String()
-	if err := cp.API.WriteKubeconfigServer(path, "https://"+addr); err != nil {
+	if err := cp.API.WriteKubeconfigServer(path, "https://"+addr, users...); err != nil {
 		ln.Close()
 		return "", err
 	}
 	target := net.JoinHostPort(cp.IP, strconv.Itoa(APIPort))
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	track := func(c net.Conn, add bool) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if add && ctx.Err() != nil {
-			return false
-		}
-		if add {
-			conns[c] = true
-		} else {
-			delete(conns, c)
-		}
-		return true
-	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for c := range conns {
-			c.Close()
-		}
-	}()
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				out, err := cp.ns.Dial(dctx, "tcp", target)
-				cancel()
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				if !track(in, true) || !track(out, true) {
-					return
-				}
-				defer track(in, false)
-				defer track(out, false)
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(out, in); done <- struct{}{} }()
-				go func() { io.Copy(in, out); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	lab.Forward(ctx, ln, func(ctx context.Context) (net.Conn, error) { return cp.ns.Dial(ctx, "tcp", target) })
 	return addr, nil
 }
