@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/diagnose"
+	"github.com/netdiag/netdiag/internal/amtest"
 	"github.com/netdiag/netdiag/internal/kubetest"
+	"github.com/netdiag/netdiag/internal/slackfake"
 	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab"
 	"github.com/netdiag/netdiag/lab/cluster"
@@ -34,6 +37,10 @@ const (
 	realTag        = "real-cluster"
 	realNamespace  = "netdiag"
 	realRelease    = "netdiag"
+	// realChannel is where alert threads go; realWebhookToken is
+	// Alertmanager's bearer token for the bot's webhook.
+	realChannel      = "C0ALERTS"
+	realWebhookToken = "real-cluster-webhook"
 )
 
 // TestRealCluster installs netdiag from the chart, as users install it, on
@@ -84,12 +91,32 @@ func TestRealCluster(t *testing.T) {
 		}
 		sockets = append(sockets, n.Runtime.Socket)
 	}
+	// Slack is slackfake on this machine's loopback; the bot's pod
+	// reaches it at the outside host (pod traffic leaves through its
+	// node's masquerade and the router), where a forwarder stands in for
+	// the Internet.
+	fake := slackfake.New(t)
+	ext, err := l.Host("ext")
+	if err != nil {
+		t.Fatal(err)
+	}
+	extNS := labtest.OpenNS(t, ext.NetnsPath)
+	slackLn, err := extNS.Listen("tcp", net.JoinHostPort(ext.IP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Forward(ctx, slackLn, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", fake.Addr())
+	})
+	fake.SetBaseURL("http://" + slackLn.Addr().String())
+
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: realNamespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for name, data := range map[string]map[string]string{
-		"netdiag-slack":   {"bot-token": "xoxb-1-real-cluster", "signing-secret": "real-cluster-secret"},
-		"netdiag-webhook": {"token": "real-cluster-webhook"},
+		"netdiag-slack":   {"bot-token": fake.BotToken(), "signing-secret": "real-cluster-secret"},
+		"netdiag-webhook": {"token": realWebhookToken},
 	} {
 		if _, err := cs.CoreV1().Secrets(realNamespace).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: data}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -100,13 +127,20 @@ func TestRealCluster(t *testing.T) {
 	// containerd's and CRI-O's; each finds its node's pods in its own.
 	// The chart's capabilities, but for any this machine's own bounding
 	// set lacks (runc cannot grant them: "unable to apply caps").
+	// The bot's Service is a NodePort: Alertmanager runs outside the
+	// cluster.
 	values := fmt.Sprintf(`image: {repository: %s, tag: %s, pullPolicy: Never}
 persistence: {enabled: false}
+slack: {defaultChannel: %s, apiURL: %q}
+bot:
+  service: {type: NodePort}
+diagnose: {capture: 1s}
+alertmanager: {cooldown: 1s}
 agent:
   criSockets: [%s]
   tokenAudiences: [netdiag-agent, %q]
   capabilities: [%s]
-`, realRepository, realTag, strings.Join(sockets, ", "), kubetest.Issuer, strings.Join(imageGrantable(t, chartAgentCapabilities), ", "))
+`, realRepository, realTag, realChannel, fake.APIURL(), strings.Join(sockets, ", "), kubetest.Issuer, strings.Join(imageGrantable(t, chartAgentCapabilities), ", "))
 	manifests, err := chartTemplate(t, helm, realRelease, realNamespace, values, chartDir)
 	if err != nil {
 		t.Fatal(err)
@@ -117,15 +151,20 @@ agent:
 			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
-	realWait(t, ctx, 2*time.Minute, "the agent DaemonSet ready on both nodes", func() (bool, string) {
+	realWait(t, ctx, 2*time.Minute, "the agent DaemonSet ready on both nodes and the bot available", func() (bool, string) {
 		ds, err := cs.AppsV1().DaemonSets(realNamespace).Get(ctx, realRelease+"-agent", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
-		if ds.Status.NumberReady == 2 {
+		bot, err := cs.AppsV1().Deployments(realNamespace).Get(ctx, realRelease, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		if ds.Status.NumberReady == 2 && bot.Status.AvailableReplicas == 1 {
 			return true, ""
 		}
-		return false, fmt.Sprintf("%d of %d ready; %s\n%s", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled, realPodStates(ctx, cs, realNamespace), realLogs(ctx, cs, realNamespace))
+		return false, fmt.Sprintf("%d of %d agents ready, bot %d available; %s\n%s", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled,
+			bot.Status.AvailableReplicas, realPodStates(ctx, cs, realNamespace), realLogs(ctx, cs, realNamespace))
 	})
 	t.Logf("netdiag installed from the chart in %s: %s", time.Since(t0).Round(time.Millisecond), realPodStates(ctx, cs, realNamespace))
 
@@ -258,6 +297,49 @@ agent:
 			t.Errorf("verdict %s, want %s or %s", f.Verdict(), diagnose.DNSPathBroken, diagnose.KubeProxyDown)
 		}
 	})
+	t.Run("alerts through a real Alertmanager end in their threads", func(t *testing.T) {
+		// Alertmanager, outside the cluster, posts to the bot's NodePort
+		// on node-a; a forwarder on this machine's loopback stands in for
+		// the network between.
+		svc, err := cs.CoreV1().Services(realNamespace).Get(ctx, realRelease, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(svc.Spec.Ports) == 0 || svc.Spec.Ports[0].NodePort == 0 {
+			t.Fatalf("the bot's Service has no NodePort: %+v", svc.Spec.Ports)
+		}
+		nodeA := nodes.Node("node-a")
+		target := net.JoinHostPort(nodeA.Lab.InternalIP, strconv.Itoa(int(svc.Spec.Ports[0].NodePort)))
+		nodeNS := labtest.OpenNS(t, nodeA.Lab.NetnsPath)
+		amLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lab.Forward(ctx, amLn, func(ctx context.Context) (net.Conn, error) { return nodeNS.Dial(ctx, "tcp", target) })
+		am := amtest.Start(t, amtest.Options{ReceiverURL: "http://" + amLn.Addr().String() + "/alertmanager", Bearer: realWebhookToken})
+
+		finding, took := realAlert(t, ctx, am, fake, "ClientDNSProbeHealthy", client, "web.default.svc.cluster.local")
+		t.Logf("healthy: %s after the POST to Alertmanager: %s", took.Round(time.Millisecond), finding)
+		if !strings.Contains(finding, diagnose.Healthy.String()) {
+			t.Errorf("thread says %q, want %s", finding, diagnose.Healthy)
+		}
+
+		// The seed: kube-proxy never ran on the node that joined last,
+		// and its pods time out resolving names.
+		if err := nodes.StopKubeProxy(ctx, cluster.Client.Node); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := nodes.StartKubeProxy(ctx, cluster.Client.Node); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		finding, took = realAlert(t, ctx, am, fake, "ClientDNSTimeouts", client, "web.default.svc.cluster.local")
+		t.Logf("kube-proxy gone: %s after the POST to Alertmanager: %s", took.Round(time.Millisecond), finding)
+		if !strings.Contains(finding, diagnose.DNSPathBroken.String()) {
+			t.Errorf("thread says %q, want %s", finding, diagnose.DNSPathBroken)
+		}
+	})
 	t.Run("flannel on the wrong interface", func(t *testing.T) {
 		n := cluster.Client.Node
 		if err := nodes.RestartFlannel(ctx, n, []string{"--iface=eth1"}); err != nil {
@@ -285,6 +367,56 @@ agent:
 			t.Errorf("verdict %s, want %s", f.Verdict(), diagnose.OverlayBroken)
 		}
 	})
+}
+
+// realAlert fires an alert about a pod into the real Alertmanager, whose
+// webhook reaches the bot's NodePort on node-a, and waits for the finding
+// in the alert's Slack thread; it returns the finding's text and how long
+// it took from the POST to Alertmanager.
+func realAlert(t *testing.T, ctx context.Context, am *amtest.AM, fake *slackfake.Server, alertname string, pod *corev1.Pod, dns string) (string, time.Duration) {
+	t.Helper()
+	// The bot may thread a new alert under an earlier one about the same
+	// pod: only a finding posted after this alert counts.
+	seen := map[string]bool{}
+	for _, m := range fake.Messages() {
+		seen[m.TS] = true
+	}
+	t0 := time.Now()
+	if err := am.PostAlerts(ctx, amtest.Alert{
+		Labels:      map[string]string{"alertname": alertname, "namespace": pod.Namespace, "pod": pod.Name, "severity": "warning"},
+		Annotations: map[string]string{"netdiag_dns": dns},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var header, finding string
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := fake.WaitFor(wctx, func(s *slackfake.Server) bool {
+		for _, m := range s.Messages() {
+			if m.Channel == realChannel && m.ThreadTS == "" && strings.Contains(m.Latest().Text, alertname) {
+				header = m.TS
+			}
+		}
+		if header == "" {
+			return false
+		}
+		for _, m := range s.Thread(realChannel, header) {
+			if text := m.Latest().Text; !seen[m.TS] && strings.Contains(text, "(confidence") && !strings.HasPrefix(text, "```") {
+				finding = text
+				return true
+			}
+		}
+		return false
+	})
+	took := time.Since(t0)
+	if err != nil {
+		var all []string
+		for _, m := range fake.Messages() {
+			all = append(all, m.Channel+" "+m.ThreadTS+": "+m.Latest().Text)
+		}
+		t.Fatalf("no finding in the thread of %s after %s: %v\nmessages:\n%s", alertname, took.Round(time.Millisecond), err, strings.Join(all, "\n"))
+	}
+	return finding, took
 }
 
 func realWait(t *testing.T, ctx context.Context, limit time.Duration, what string, ok func() (bool, string)) {

@@ -178,7 +178,20 @@ func removeAllPods(ctx context.Context, socket string) ([]string, error) {
 func removeSandbox(ctx context.Context, rs cri.RuntimeServiceClient, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+	// A container whose process ends while it is being killed takes its
+	// shim with it, and the kill fails with "ttrpc: closed"; asked again,
+	// containerd finds the task gone. Three tries.
+	var err error
+	for try := 0; try < 3; try++ {
+		if _, err = rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id}); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
 	if _, err := rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
