@@ -138,11 +138,21 @@ func (e *MissingError) Error() string {
 
 func findPrograms() (programs, error) {
 	var p programs
+	err := need(prog{"kube-controller-manager", &p.kcm}, prog{"kube-scheduler", &p.sched}, prog{"nsenter", &p.nsenter}, prog{"etcd", nil}, prog{"kube-apiserver", nil})
+	return p, err
+}
+
+// prog is a program to find, and where its path goes (nil: only whether
+// it is installed).
+type prog struct {
+	name string
+	dst  *string
+}
+
+// need finds every program and names all the missing ones at once.
+func need(progs ...prog) error {
 	var absent []string
-	for _, x := range []struct {
-		name string
-		dst  *string
-	}{{"kube-controller-manager", &p.kcm}, {"kube-scheduler", &p.sched}, {"nsenter", &p.nsenter}, {"etcd", nil}, {"kube-apiserver", nil}} {
+	for _, x := range progs {
 		path, err := tools.FindGoInstalled(x.name)
 		if err != nil {
 			absent = append(absent, x.name)
@@ -153,9 +163,9 @@ func findPrograms() (programs, error) {
 		}
 	}
 	if len(absent) > 0 {
-		return p, &MissingError{Names: absent}
+		return &MissingError{Names: absent}
 	}
-	return p, nil
+	return nil
 }
 
 // Start brings the control plane up for the lab l, which must be up: the

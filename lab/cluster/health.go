@@ -81,7 +81,7 @@ func (ns *Nodes) Health(ctx context.Context) []HealthCheck {
 		var names, bad []string
 		for _, p := range pods.Items {
 			names = append(names, p.Namespace+"/"+p.Name+" on "+p.Spec.NodeName)
-			if p.Status.Phase != corev1.PodRunning || !podReady(&p) {
+			if p.Status.Phase != corev1.PodRunning || !PodReady(&p) {
 				bad = append(bad, fmt.Sprintf("%s/%s %s", p.Namespace, p.Name, p.Status.Phase))
 			}
 		}
@@ -158,7 +158,8 @@ func (ns *Nodes) Health(ctx context.Context) []HealthCheck {
 	return out
 }
 
-func podReady(p *corev1.Pod) bool {
+// PodReady is whether the pod's Ready condition is true.
+func PodReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

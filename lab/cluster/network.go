@@ -17,7 +17,6 @@ import (
 	"github.com/netdiag/netdiag/collectors/netns"
 	"github.com/netdiag/netdiag/internal/daemon"
 	"github.com/netdiag/netdiag/internal/kubetest"
-	"github.com/netdiag/netdiag/internal/tools"
 	"github.com/netdiag/netdiag/lab"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -59,22 +58,8 @@ type netPrograms struct{ flanneld, kubeProxy string }
 
 func findNetPrograms() (netPrograms, error) {
 	var p netPrograms
-	var absent []string
-	for _, x := range []struct {
-		name string
-		dst  *string
-	}{{"flanneld", &p.flanneld}, {"kube-proxy", &p.kubeProxy}} {
-		path, err := tools.FindGoInstalled(x.name)
-		if err != nil {
-			absent = append(absent, x.name)
-			continue
-		}
-		*x.dst = path
-	}
-	if len(absent) > 0 {
-		return p, &MissingError{Names: absent}
-	}
-	return p, nil
+	err := need(prog{"flanneld", &p.flanneld}, prog{"kube-proxy", &p.kubeProxy})
+	return p, err
 }
 
 // netConf is flannel's net-conf.json: the lab's cluster CIDRs, dual-stack,

@@ -184,11 +184,11 @@ func TestNodesJoin(t *testing.T) {
 		var state []string
 		ready := 0
 		for _, p := range pods {
-			ok := p.Status.Phase == corev1.PodRunning && len(p.Status.PodIPs) > 0 && podReady(&p)
+			ok := p.Status.Phase == corev1.PodRunning && len(p.Status.PodIPs) > 0 && cluster.PodReady(&p)
 			if ok {
 				ready++
 			}
-			state = append(state, fmt.Sprintf("%s on %q: %s ready=%v %s", p.Name, p.Spec.NodeName, p.Status.Phase, podReady(&p), p.Status.Message))
+			state = append(state, fmt.Sprintf("%s on %q: %s ready=%v %s", p.Name, p.Spec.NodeName, p.Status.Phase, cluster.PodReady(&p), p.Status.Message))
 		}
 		return len(pods) == 2 && ready == 2, fmt.Errorf("%s", strings.Join(state, "; "))
 	})
@@ -384,13 +384,4 @@ func hostEntries() []string {
 		}
 	}
 	return out
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
