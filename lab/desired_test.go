@@ -457,3 +457,67 @@ func TestListenNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterShape: a lab of the cluster shape builds the machines and the
+// wires and nothing a real cluster's programs own (bridges, VXLAN devices,
+// routes to pod ranges, pods, firewall rules, CoreDNS), and says so in its
+// description; its shape is a choice of two.
+func TestClusterShape(t *testing.T) {
+	l, err := NewShape("shape", ShapeCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := desiredFor(l, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Pods) != 0 {
+		t.Errorf("pods %v, want none: the cluster makes its own", l.Pods)
+	}
+	for _, s := range l.Services {
+		if len(s.Endpoints) != 0 {
+			t.Errorf("Service %s has endpoints %v: the cluster's come from its API", s.Key(), s.Endpoints)
+		}
+	}
+	if _, err := l.Service(l.DNSService); err != nil {
+		t.Errorf("no %s: the kubelets' clusterDNS is its ClusterIP: %v", l.DNSService, err)
+	}
+	for _, n := range l.Nodes {
+		c := d.NS[n.Netns]
+		if c == nil {
+			t.Fatalf("node %s not built", n.Name)
+		}
+		var links []string
+		for _, lc := range c.Links {
+			links = append(links, lc.Name+"/"+lc.Kind)
+			if lc.Kind == "bridge" || lc.Kind == "vxlan" || lc.Master != "" {
+				t.Errorf("node %s gets %s (%s): flannel and the CNI plugins make those", n.Name, lc.Name, lc.Kind)
+			}
+		}
+		if c.Link(n.NIC) == nil {
+			t.Errorf("node %s has no %s (links %v)", n.Name, n.NIC, links)
+		}
+		for _, r := range append(slices.Clone(c.Routes), c.Routes6...) {
+			if r.Dst != "default" {
+				t.Errorf("node %s gets a route to %s: pod routes are flannel's", n.Name, r.Dst)
+			}
+		}
+		if c.Route("default") == nil || c.Route6("default") == nil {
+			t.Errorf("node %s lacks a default route of each family", n.Name)
+		}
+		if c.Filter.Node != "" || d.renderIptables(c) != d.renderIptables(&NSConfig{}) {
+			t.Errorf("node %s gets the lab's kube-proxy and flannel rules: kube-proxy and flannel write their own", n.Name)
+		}
+		if c.Sysctls["ipv4.ip_forward"] != "1" || c.Sysctls["bridge.bridge-nf-call-iptables"] != "1" {
+			t.Errorf("node %s: forwarding and bridge netfilter are the node's, set by the lab: %v", n.Name, c.Sysctls)
+		}
+	}
+	for name := range d.Procs {
+		if name != "ext-http" && name != "upstream-dns" {
+			t.Errorf("process %s: only the outside host's servers run; the cluster runs the rest", name)
+		}
+	}
+	if _, err := NewShape("shape", "kind"); err == nil || !strings.Contains(err.Error(), `"emulated" and "cluster"`) {
+		t.Errorf("shape kind: %v, want an error naming the accepted shapes", err)
+	}
+}

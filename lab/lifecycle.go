@@ -371,16 +371,14 @@ func GetStatus(instance string) (*Status, error) {
 	}
 	st, err := loadState(l)
 	present := existingNamespaces(l)
-	if err == nil {
-		if l, err = newFromState(instance, st); err != nil {
-			return nil, err
-		}
-	}
 	if err != nil {
 		if len(present) == 0 {
 			return &Status{Lab: l, Phase: "down", Faults: []string{}}, nil
 		}
 		return &Status{Lab: l, Phase: "broken", Faults: []string{}, Missing: nil}, nil
+	}
+	if l, err = newFromState(instance, st); err != nil {
+		return nil, err
 	}
 	d, err := desiredFor(l, st.Faults)
 	if err != nil {
