@@ -17,7 +17,7 @@ import (
 // holds it until interrupted (or for hold), then takes everything down.
 // Its processes are this command's children: they die with it, and `netdiag
 // lab down` removes what a killed run left.
-func labUpCluster(c *cli, inst, out string, hold time.Duration, module string) int {
+func labUpCluster(c *cli, inst, out string, hold time.Duration, module string) (code int) {
 	ctx, cancel := signalContext()
 	defer cancel()
 	start := time.Now()
@@ -32,7 +32,7 @@ func labUpCluster(c *cli, inst, out string, hold time.Duration, module string) i
 	if err != nil {
 		return c.failure("lab up --cluster", err)
 	}
-	code := exitOK
+	// The deferred teardown's failure is the command's exit code.
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer dcancel()
