@@ -256,7 +256,10 @@ func ping(ip string, full bool) func(context.Context, *checkEnv) error {
 		if strings.Contains(ip, ":") {
 			family, headers = "-6", 48
 		}
-		args := []string{family, "-n", "-c", "1", "-W", "1"}
+		// Two echo requests, one reply enough: a single one lost while a
+		// loaded machine runs every check at once is not a broken path,
+		// and a fault that breaks the path loses both.
+		args := []string{family, "-n", "-c", "2", "-i", "0.2", "-W", "1"}
 		if full {
 			mtu, err := c.ifaceMTU("eth0")
 			if err != nil {
