@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 )
 
 func TestMain(m *testing.M) { labtest.Main(m) }
@@ -320,10 +321,26 @@ func TestControlPlane(t *testing.T) {
 // room for pods (without allocatable pods the scheduler fits nothing).
 func setStatus(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string, ready bool) {
 	t.Helper()
-	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	// The controllers write the Node too (annotations, taints): on a
+	// conflict, read it again and redo the change, as a kubelet does.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		markStatus(node, ready)
+		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("status of %s: %v", name, err)
 	}
+}
+
+// markStatus gives the node a kubelet's capacity, addresses and Ready
+// condition.
+func markStatus(node *corev1.Node, ready bool) {
+	name := node.Name
 	res := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("2"),
 		corev1.ResourceMemory: resource.MustParse("4Gi"),
@@ -339,9 +356,6 @@ func setStatus(t *testing.T, ctx context.Context, cs kubernetes.Interface, name 
 	}
 	node.Status.Conditions = []corev1.NodeCondition{cond}
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("status of %s: %v", name, err)
-	}
 }
 
 func ignoreNotFound(err error) error {

@@ -178,26 +178,40 @@ func removeAllPods(ctx context.Context, socket string) ([]string, error) {
 func removeSandbox(ctx context.Context, rs cri.RuntimeServiceClient, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// A container whose process ends while it is being killed takes its
-	// shim with it, and the kill fails with "ttrpc: closed"; asked again,
-	// containerd finds the task gone. Three tries.
-	var err error
-	for try := 0; try < 3; try++ {
-		if _, err = rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id}); err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
-		}
-	}
-	if err != nil {
+	if err := retry(ctx, func() error {
+		_, err := rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id})
+		return err
+	}); err != nil {
 		return fmt.Errorf("stop sandbox %s: %w", id, err)
 	}
-	if _, err := rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+	if err := retry(ctx, func() error {
+		_, err := rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: id})
+		return err
+	}); err != nil {
 		return fmt.Errorf("remove sandbox %s: %w", id, err)
 	}
 	return nil
+}
+
+// retry tries a teardown call up to five times, about 3 s in all. Removal races with the
+// runtime's own transitions: a container whose process ends while it is
+// killed takes its shim with it ("ttrpc: closed"), and one still being
+// started cannot be removed yet ("container is in starting state"); asked
+// again a moment later, containerd finds the task gone or the container
+// started.
+func retry(ctx context.Context, call func() error) error {
+	var err error
+	for try := 0; try < 5; try++ {
+		if err = call(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // taskDir holds one bundle per running task (sandbox or container).
