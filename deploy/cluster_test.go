@@ -190,8 +190,16 @@ func (a chartAccess) String() string {
 func chartExpect(t *testing.T, ctx context.Context, cs kubernetes.Interface, namespace, sa string, allowed bool, as []chartAccess) {
 	t.Helper()
 	for _, a := range as {
-		got := chartCan(t, ctx, cs, namespace, sa, authorizationv1.ResourceAttributes{
-			Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub, Namespace: a.namespace})
+		attrs := authorizationv1.ResourceAttributes{Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.sub, Namespace: a.namespace}
+		got := chartCan(t, ctx, cs, namespace, sa, attrs)
+		// The RBAC authorizer reads roles and bindings through its
+		// informers: one just applied is seen a moment later, later
+		// still on a loaded machine. A grant is waited for (10 s); a
+		// refusal needs no wait.
+		for deadline := time.Now().Add(10 * time.Second); allowed && !got && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			got = chartCan(t, ctx, cs, namespace, sa, attrs)
+		}
 		if got != allowed {
 			t.Errorf("ServiceAccount %s/%s: %s: allowed %v, want %v", namespace, sa, a, got, allowed)
 		}

@@ -46,7 +46,7 @@ func Mirror(ctx context.Context, client kubernetes.Interface, st *lab.Status) er
 			reason, msg, _ = strings.Cut(rest, ": ")
 		}
 		kp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "kube-proxy-" + n.Name, Labels: map[string]string{"k8s-app": "kube-proxy"}},
-			Spec: corev1.PodSpec{NodeName: n.Name, HostNetwork: true, Containers: []corev1.Container{{Name: "kube-proxy", Image: "kube-proxy"}}}}
+			Spec: corev1.PodSpec{NodeName: n.Name, HostNetwork: true, Containers: []corev1.Container{{Name: "kube-proxy", Image: "kube-proxy", ImagePullPolicy: corev1.PullNever}}}}
 		kpStatus := corev1.PodStatus{Phase: phase, Reason: reason, Message: msg, HostIP: n.InternalIP, PodIP: n.InternalIP}
 		if phase == corev1.PodRunning {
 			kpStatus.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
@@ -55,9 +55,14 @@ func Mirror(ctx context.Context, client kubernetes.Interface, st *lab.Status) er
 			return err
 		}
 	}
+	// The pods stand for the lab's own. Their images exist nowhere: a
+	// real kubelet that meets them (a test runs one on a lab node) must
+	// not try to pull them, which would send it to a registry the lab
+	// cannot reach and, pulls being serialized, hold every other pod of
+	// that node behind the timeouts. Hence PullNever, here and above.
 	for _, p := range st.Pods {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, Labels: map[string]string{"app": p.Name}},
-			Spec: corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: p.Name, Image: p.Name}}}}
+			Spec: corev1.PodSpec{NodeName: p.Node, Containers: []corev1.Container{{Name: p.Name, Image: p.Name, ImagePullPolicy: corev1.PullNever}}}}
 		if p.Namespace == "kube-system" && strings.HasPrefix(p.Name, "coredns") {
 			pod.Labels = map[string]string{"k8s-app": "kube-dns"}
 		}
