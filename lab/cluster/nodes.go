@@ -48,17 +48,6 @@ type NodeOptions struct {
 	ReadyTimeout time.Duration
 	// Log receives the runtimes' progress; default: discarded.
 	Log *slog.Logger
-	// FlannelArgs are added to a node's flanneld flags (by node name; a
-	// flag given again wins, and an --iface replaces the node's NIC), as
-	// a misconfigured DaemonSet would run it.
-	FlannelArgs map[string][]string
-	// PodMTU, by node name, is the pods' MTU in that node's CNI
-	// configuration instead of flannel's, as a hand-edited delegate "mtu"
-	// sets it.
-	PodMTU map[string]int
-	// NoKubeProxy names the nodes kube-proxy does not run on, as on a node
-	// whose kube-proxy pod was evicted or stays Pending.
-	NoKubeProxy []string
 }
 
 // Node is a lab node joined to the control plane: its containerd and its
@@ -77,8 +66,8 @@ type Node struct {
 	Containerd, Ready time.Duration
 
 	// On a lab of the cluster shape: the node's flanneld, the subnet file
-	// it writes the node's lease to, and its extra flags; kube-proxy (nil
-	// on a node NodeOptions.NoKubeProxy names). FlannelReady is how long
+	// it writes the node's lease to, and its extra flags (RestartFlannel);
+	// kube-proxy (nil while StopKubeProxy has it stopped). FlannelReady is how long
 	// flanneld took to write the lease, KubeProxyReady how long kube-proxy
 	// took until healthy.
 	Flannel, KubeProxy           *daemon.Process
@@ -203,8 +192,7 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 		rtOpts := containerd.Options{NetnsPath: ln.NetnsPath, PauseBinary: opts.PauseBinary, Log: opts.Log}
 		if realNetwork {
 			n.SubnetFile = filepath.Join(dir, name+"-subnet.env")
-			n.FlannelArgs = opts.FlannelArgs[name]
-			rtOpts.Flannel = &containerd.FlannelNetwork{SubnetFile: n.SubnetFile, MTU: opts.PodMTU[name]}
+			rtOpts.Flannel = &containerd.FlannelNetwork{SubnetFile: n.SubnetFile}
 		}
 		c0 := time.Now()
 		if n.Runtime, err = containerd.Start(ctx, rtOpts); err != nil {
@@ -279,10 +267,8 @@ func (cp *ControlPlane) JoinNodes(ctx context.Context, opts NodeOptions) (ns *No
 			if err := ns.startFlannel(n); err != nil {
 				return ns, fmt.Errorf("flanneld on %s: %w", n.Name, err)
 			}
-			if !slices.Contains(opts.NoKubeProxy, n.Name) {
-				if err := ns.startKubeProxy(n); err != nil {
-					return ns, fmt.Errorf("kube-proxy on %s: %w", n.Name, err)
-				}
+			if err := ns.startKubeProxy(n); err != nil {
+				return ns, fmt.Errorf("kube-proxy on %s: %w", n.Name, err)
 			}
 		}
 		for _, n := range ns.Nodes {

@@ -260,9 +260,6 @@ func cniConfig(name, bridge string, mtu int, ipamDir string, ranges []Range) ([]
 // buildable here) speaks CNI up to 0.4.0, hence the version.
 func flannelConfig(name string, fl FlannelNetwork, dataDir, ipamDir string) ([]byte, error) {
 	delegate := map[string]any{"hairpinMode": true, "isDefaultGateway": true}
-	if fl.MTU != 0 {
-		delegate["mtu"] = fl.MTU
-	}
 	conf := map[string]any{
 		"cniVersion": "0.4.0",
 		"name":       name,

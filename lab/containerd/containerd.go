@@ -95,10 +95,6 @@ type FlannelNetwork struct {
 	// SubnetFile is the node's flanneld --subnet-file (one per node: the
 	// default /run/flannel/subnet.env would be shared by every node).
 	SubnetFile string
-	// MTU, when not 0, is the pods' MTU instead of the lease's
-	// FLANNEL_MTU, as a delegate "mtu" in a hand-edited CNI
-	// configuration sets it.
-	MTU int
 }
 
 // Range is one family's pod addresses, as host-local takes them.
